@@ -1,0 +1,190 @@
+"""MRC/CCP4 volumes (``.mrc .rec .map .st .mrcs``) ⇄ :class:`~napari_shrec.core.volume.Volume`.
+
+Reading memory-maps the file by default (opening a 512³ float32 map costs milliseconds; pages are
+read only when touched). The MRC header stores the voxel size in Å per axis (x, y, z); the Volume
+holds nm in (z, y, x). Writing goes to a temporary file that is renamed onto the target, and refuses
+to replace an existing file unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from ..core.volume import Volume
+from ._atomic import atomic_path
+
+__all__ = ["read_mrc", "write_mrc", "read_mrc_header", "MRC_SUFFIXES", "MrcReadError"]
+
+log = logging.getLogger(__name__)
+
+MRC_SUFFIXES: tuple[str, ...] = (".mrc", ".rec", ".map", ".st", ".mrcs", ".ali", ".ccp4")
+DEFAULT_VOXEL_SIZE_NM = 1.0  # the SHREC'20 voxel size, used when a header holds none
+
+
+class MrcReadError(ValueError):
+    """An MRC file that cannot be read; the message names the file."""
+
+
+def _voxel_size_nm_from_header(mrc: mrcfile.mrcfile.MrcFile, path: Path,
+                               default_nm: float) -> tuple[tuple[float, float, float], bool]:
+    vs = mrc.voxel_size  # record array in Å: x, y, z
+    xyz_angstrom = (float(vs.x), float(vs.y), float(vs.z))
+    if any(not np.isfinite(v) or v <= 0 for v in xyz_angstrom):
+        log.warning("%s: header has no voxel size (%s Å); assuming %s nm", path,
+                    xyz_angstrom, default_nm)
+        return (default_nm, default_nm, default_nm), False
+    # a 2D image or a tilt stack often has z spacing 0 or a placeholder; keep x for it
+    x, y, z = (v / 10.0 for v in xyz_angstrom)
+    return (z, y, x), True
+
+
+def read_mrc(path: str | os.PathLike, *, mmap: bool = True,
+             default_voxel_size_nm: float = DEFAULT_VOXEL_SIZE_NM) -> Volume:
+    """Read an MRC file as a :class:`Volume` with data (z, y, x).
+
+    Args:
+        path: the file.
+        mmap: memory-map the data (read-only ``numpy.memmap``); False reads it into memory.
+        default_voxel_size_nm: voxel size used when the header holds none (0 Å).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        MrcReadError: the file is not a readable MRC file (message names the file and the cause).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such MRC file: {p}")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opener = mrcfile.mmap if mmap else mrcfile.open
+            mrc = opener(p, mode="r", permissive=True)
+        if mrc.data is None:
+            mrc.close()
+            raise MrcReadError(f"{p}: not a valid MRC file ({_warning_text(caught)})")
+        voxel_size_nm, from_header = _voxel_size_nm_from_header(mrc, p, default_voxel_size_nm)
+        origin = mrc.header.origin
+        origin_nm = (float(origin.z) / 10.0, float(origin.y) / 10.0, float(origin.x) / 10.0)
+        metadata = {
+            "source": str(p),
+            "voxel_size_from_header": from_header,
+            "mrc_mode": int(mrc.header.mode),
+            "is_image_stack": bool(mrc.is_image_stack()),
+        }
+        if caught:
+            metadata["header_warnings"] = _warning_text(caught)
+        if mmap:
+            # a plain numpy memmap of the data block, independent of the MrcFile's lifetime
+            data = np.memmap(p, dtype=mrc.data.dtype, mode="r", offset=mrc.data.offset,
+                             shape=mrc.data.shape)
+        else:
+            data = np.array(mrc.data)
+        mrc.close()
+        if data.ndim == 2:
+            data = data[np.newaxis]
+        return Volume(data=data, voxel_size_nm=voxel_size_nm, origin_nm=origin_nm,
+                      metadata=metadata)
+    except MrcReadError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise MrcReadError(f"{p}: cannot read as MRC: {exc}") from exc
+
+
+def read_mrc_header(path: str | os.PathLike) -> dict:
+    """Shape (z, y, x), dtype, voxel size (nm, z y x) and origin of an MRC file, without its data."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such MRC file: {p}")
+    try:
+        with mrcfile.mmap(p, mode="r", permissive=True) as mrc:
+            if mrc.data is None:
+                raise MrcReadError(f"{p}: not a valid MRC file")
+            vs, from_header = _voxel_size_nm_from_header(mrc, p, DEFAULT_VOXEL_SIZE_NM)
+            o = mrc.header.origin
+            shape = mrc.data.shape if mrc.data.ndim == 3 else (1,) + mrc.data.shape
+            return {
+                "path": str(p),
+                "shape_zyx": tuple(int(s) for s in shape),
+                "dtype": str(mrc.data.dtype),
+                "voxel_size_nm": vs,
+                "voxel_size_from_header": from_header,
+                "origin_nm": (float(o.z) / 10, float(o.y) / 10, float(o.x) / 10),
+                "mode": int(mrc.header.mode),
+                "is_image_stack": bool(mrc.is_image_stack()),
+            }
+    except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, MrcReadError):
+            raise
+        raise MrcReadError(f"{p}: cannot read as MRC: {exc}") from exc
+
+
+_MRC_DTYPES = (np.int8, np.int16, np.uint16, np.float32, np.complex64, np.uint8, np.float16)
+
+
+def write_mrc(path: str | os.PathLike, volume: Volume | np.ndarray, *,
+              voxel_size_nm: float | tuple[float, float, float] | None = None,
+              overwrite: bool = False, image_stack: bool = False) -> Path:
+    """Write a volume (or a (z, y, x) array) to an MRC file, atomically.
+
+    Args:
+        path: target file; FileExistsError if it exists and ``overwrite`` is False.
+        volume: a :class:`Volume` (its voxel size and origin are written) or an array.
+        voxel_size_nm: overrides the volume's voxel size (nm; scalar or (z, y, x)).
+        overwrite: replace an existing file.
+        image_stack: mark the file as a stack of 2D images (tilt series), MRC ispg 0.
+
+    Data types MRC cannot hold (float64, int32, int64, bool, …) are converted: floats to
+    float32, integers to int16 when their range fits, else to float32.
+    """
+    if isinstance(volume, Volume):
+        data = np.asarray(volume.data)
+        vs = volume.voxel_size_nm if voxel_size_nm is None else voxel_size_nm
+        origin = volume.origin_nm
+    else:
+        data = np.asarray(volume)
+        vs = 1.0 if voxel_size_nm is None else voxel_size_nm
+        origin = (0.0, 0.0, 0.0)
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    if data.ndim != 3:
+        raise ValueError(f"{path}: MRC data must be 2D or 3D (z, y, x), got shape {data.shape}")
+    data = _to_mrc_dtype(data)
+    vz, vy, vx = (float(v) for v in np.broadcast_to(np.asarray(vs, dtype=float), (3,)))
+
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(data))
+            mrc.voxel_size = (vx * 10.0, vy * 10.0, vz * 10.0)
+            mrc.header.origin = (origin[2] * 10.0, origin[1] * 10.0, origin[0] * 10.0)
+            if image_stack:
+                mrc.set_image_stack()
+            else:
+                mrc.set_volume()
+    return Path(path)
+
+
+def _to_mrc_dtype(data: np.ndarray) -> np.ndarray:
+    if data.dtype in _MRC_DTYPES:
+        return data
+    if data.dtype == bool:
+        return data.astype(np.int8)
+    if np.issubdtype(data.dtype, np.integer):
+        lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        if lo >= -32768 and hi <= 32767:
+            return data.astype(np.int16)
+        if lo >= 0 and hi <= 65535:
+            return data.astype(np.uint16)
+        return data.astype(np.float32)
+    if np.issubdtype(data.dtype, np.complexfloating):
+        return data.astype(np.complex64)
+    return data.astype(np.float32)
+
+
+def _warning_text(caught: list) -> str:
+    return "; ".join(str(w.message) for w in caught) or "no data block"
