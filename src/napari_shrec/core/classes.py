@@ -154,6 +154,13 @@ SHREC21_EXTRA_CLASSES: tuple[ParticleClass, ...] = (
 )
 
 
+# colours for classes outside the built-in table (stable order, distinct from the ones above)
+_FALLBACK_PALETTE: tuple[str, ...] = (
+    "#808000", "#000075", "#a9a9a9", "#ff7f50", "#6a5acd", "#2e8b57", "#d2691e", "#1e90ff",
+    "#c71585", "#7fffd4", "#b8860b", "#4b0082",
+)
+
+
 class ClassTable:
     """An ordered, immutable table of particle classes with lookups by id and by name.
 
@@ -237,6 +244,26 @@ class ClassTable:
     def colors_by_name(self) -> dict[str, tuple[float, float, float, float]]:
         """{class name: RGBA}, for a napari Points colormap keyed by the ``class`` feature."""
         return {cls.name: (*cls.color, 1.0) for cls in self._classes}
+
+    def extended_with(self, names: Iterable[str]) -> ClassTable:
+        """This table plus a new class for every name it does not know (ids after the last id).
+
+        New classes get a colour from a fixed fallback palette chosen by their position, and no
+        shape statistics; use this for datasets with classes beyond SHREC's."""
+        new_classes = list(self._classes)
+        next_id = max(self.ids, default=0) + 1
+        seen = set(self._by_name)
+        for raw in names:
+            key = normalize_class_name(raw)
+            if not key or key in seen:
+                continue
+            seen.add(key)
+            color = _rgb(_FALLBACK_PALETTE[(next_id - 1) % len(_FALLBACK_PALETTE)])
+            new_classes.append(
+                ParticleClass(next_id, key, key, None, None, None, None, None, None, color)
+            )
+            next_id += 1
+        return self if len(new_classes) == len(self._classes) else ClassTable(new_classes)
 
     def in_size_group(self, group: str) -> tuple[ParticleClass, ...]:
         if group not in SIZE_GROUPS:

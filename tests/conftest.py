@@ -1,0 +1,21 @@
+"""Shared fixtures. Widget tests run offscreen unless they need a real GL canvas (Xvfb)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+STRUCTURES = SHARED / "structures"
+
+
+@pytest.fixture
+def structures_dir() -> Path:
+    """../shared/structures (PDB models and maps); skips the test where it is absent."""
+    if not STRUCTURES.is_dir():
+        pytest.skip(f"test structures not found at {STRUCTURES} (../shared is not beside the repo)")
+    return STRUCTURES
