@@ -57,6 +57,9 @@ def test_subset_concat_copy_and_equality():
     both = ParticleList.concat([p, sub])
     assert len(both) == 5 and both.voxel_size_nm == 1.0
     assert p.copy() == p
+    p.metadata["line_numbers"] = [3, 5, 9]
+    assert p.subset([2, 0]).metadata["line_numbers"] == [9, 3]
+    assert p.subset(p.class_names == "1s3x").metadata["line_numbers"] == [3, 9]
     q = p.copy()
     q.table.loc[0, "x"] = 99
     assert q != p and p.table.loc[0, "x"] == 1.5

@@ -143,8 +143,13 @@ class ParticleList:
     def subset(self, mask_or_index: ArrayLike) -> ParticleList:
         """A new list of the selected rows (boolean mask or integer positions), renumbered."""
         sel = np.asarray(mask_or_index)
-        rows = self.table[sel] if sel.dtype == bool else self.table.iloc[sel]
-        return ParticleList(rows, voxel_size_nm=self.voxel_size_nm, metadata=self.metadata)
+        positions = np.flatnonzero(sel) if sel.dtype == bool else sel.astype(np.int64).ravel()
+        rows = self.table.iloc[positions]
+        metadata = dict(self.metadata)
+        lines = metadata.get("line_numbers")
+        if lines is not None and len(lines) == len(self):
+            metadata["line_numbers"] = [lines[i] for i in positions.tolist()]
+        return ParticleList(rows, voxel_size_nm=self.voxel_size_nm, metadata=metadata)
 
     def with_rotations(self, matrices: ArrayLike) -> ParticleList:
         """A copy with orientations set from (n, 3, 3) active rotation matrices."""

@@ -298,14 +298,12 @@ def load_dataset(folder: str | os.PathLike) -> ShrecDataset:
         expected_ids = {c.id: c.name for c in SHREC21_TABLE}
     class_table = class_table.extended_with(list(expected_ids.values()) + labels)
 
-    particles = raw_particles.copy()
-    if len(particles):
-        particles.table["class_name"] = [class_table.canonical_name(n) for n in labels]
-
     headers = {name: read_mrc_header(path) for name, path in volume_paths.items()}
     voxel_size_nm = _dataset_voxel_size(root, headers, simulation)
-    particles.voxel_size_nm = voxel_size_nm
-    particles.metadata.update(raw_particles.metadata)
+    table = raw_particles.table.copy()
+    table["class_name"] = [class_table.canonical_name(n) for n in labels]
+    particles = ParticleList(table, voxel_size_nm=voxel_size_nm,
+                             metadata={**raw_particles.metadata, "flavour": flavour})
     z_offset = _grandmodel_z_offset(root, flavour, headers, simulation)
     _check_shapes(root, headers)
     return ShrecDataset(
