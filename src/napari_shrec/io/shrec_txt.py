@@ -50,13 +50,17 @@ def read_shrec_txt(path: str | os.PathLike) -> ParticleList:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ParticleFileError: a line with fewer than 4 columns, a non-numeric or non-finite
-            coordinate or angle; the message names the file and the line.
+        ParticleFileError: a line with fewer than 4 columns, or a non-numeric or non-finite
+            coordinate; the message names the file and the line. Columns 5–7 are read as angles
+            only when all three are finite numbers; otherwise (a submission's own extra
+            columns, which the SHREC scorer ignores) the angles are 0 and the line is listed in
+            ``metadata["lines_without_angles"]``.
     """
     p = existing_file(path)
     names: list[str] = []
     values: list[tuple[float, float, float, float, float, float]] = []
     line_numbers: list[int] = []
+    not_angles: list[int] = []
     for line_no, line in enumerate(read_text(p).splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
@@ -65,9 +69,8 @@ def read_shrec_txt(path: str | os.PathLike) -> ParticleList:
             raise ParticleFileError(
                 f"{where(p, line_no)}: expected at least 4 columns (class x y z), got {len(fields)}"
             )
-        n_numeric = 6 if len(fields) >= 7 else 3
         numbers: list[float] = []
-        for col in range(1, 1 + n_numeric):
+        for col in range(1, 4):
             token = fields[col]
             try:
                 value = parse_float(token)
@@ -82,8 +85,12 @@ def read_shrec_txt(path: str | os.PathLike) -> ParticleList:
                     f"finite, got {token!r}"
                 )
             numbers.append(value)
-        if n_numeric == 3:
-            numbers.extend((0.0, 0.0, 0.0))
+        angles = _angles_or_none(fields[4:7]) if len(fields) >= 7 else None
+        if angles is None:
+            if len(fields) >= 7:
+                not_angles.append(line_no)
+            angles = (0.0, 0.0, 0.0)
+        numbers.extend(angles)
         names.append(fields[0])
         values.append(tuple(numbers))  # type: ignore[arg-type]
         line_numbers.append(line_no)
@@ -107,7 +114,21 @@ def read_shrec_txt(path: str | os.PathLike) -> ParticleList:
         "flavour": flavour,
         "line_numbers": line_numbers,
     }
+    if not_angles:
+        metadata["lines_without_angles"] = not_angles
     return ParticleList(table, metadata=metadata)
+
+
+def _angles_or_none(tokens: list[str]) -> tuple[float, float, float] | None:
+    """Columns 5–7 as finite angles, or None when any is not a finite number (a submission's own
+    extra columns, which the organizers' scorer ignores)."""
+    try:
+        values = tuple(parse_float(t) for t in tokens)
+    except ValueError:
+        return None
+    if not all(math.isfinite(v) for v in values):
+        return None
+    return values  # type: ignore[return-value]
 
 
 def write_shrec_txt(
