@@ -19,3 +19,13 @@ def structures_dir() -> Path:
     if not STRUCTURES.is_dir():
         pytest.skip(f"test structures not found at {STRUCTURES} (../shared is not beside the repo)")
     return STRUCTURES
+
+
+@pytest.fixture
+def shrec_plugin() -> None:
+    """Make sure npe2 knows napari-shrec's manifest (entry points are read on discovery)."""
+    npe2 = pytest.importorskip("npe2")
+    pm = npe2.PluginManager.instance()
+    if "napari-shrec" not in pm:
+        pm.discover(include_npe1=False)
+    assert "napari-shrec" in pm, "napari-shrec is not installed (pip install -e .)"

@@ -69,6 +69,7 @@ __all__ = [
     "default_class_table",
     "dilated_values_at",
     "score_submission",
+    "score_submissions",
 ]
 
 ScoreMode = Literal["native", "shrec2020", "shrec2021"]
@@ -757,3 +758,41 @@ def score_submission(
         excluded_indices=excluded_indices,
         warnings=tuple(warnings),
     )
+
+
+def score_submissions(
+    gt_particles: ParticleList,
+    occupancy_mask: np.ndarray | Volume,
+    submissions: Sequence[tuple[str, ParticleList]],
+    params: ScoreParams = ScoreParams(),
+    *,
+    class_table: ClassTable | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> list[ScoreResult]:
+    """Score several submissions against the same ground truth (one progress bar for all).
+
+    Args:
+        submissions: ``(name, predictions)`` pairs, scored in order.
+        Other arguments as :func:`score_submission`.
+
+    Returns:
+        One :class:`ScoreResult` per submission, in order.
+    """
+    steps_each = 5
+    total = steps_each * len(submissions)
+    reporter = ProgressReporter(total=total, progress=progress, cancel=cancel)
+    reporter.start(f"scoring {len(submissions)} submission(s)")
+    results: list[ScoreResult] = []
+    for index, (name, predictions) in enumerate(submissions):
+        offset = index * steps_each
+
+        def forward(done: int, _total: int, message: str, _offset: int = offset,
+                    _name: str = name) -> None:
+            if progress is not None:
+                progress(_offset + done, total, f"{_name}: {message}")
+
+        results.append(score_submission(gt_particles, occupancy_mask, predictions, params,
+                                        class_table=class_table, submission_name=name,
+                                        progress=forward, cancel=cancel))
+    return results

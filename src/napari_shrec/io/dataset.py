@@ -154,14 +154,19 @@ class ShrecDataset:
         lut = np.zeros(max(max_mask, 0) + 1, dtype=dtype)
         for mask_id, class_name in mapping.items():
             lut[mask_id] = self.class_table.id_of(class_name)
-        raw = np.asarray(volume.data)
-        values = np.rint(raw).astype(np.int64) if raw.dtype.kind == "f" else raw.astype(np.int64)
-        unknown = (values < 0) | (values > max_mask)
-        if unknown.any():
-            bad = sorted(set(np.unique(values[unknown]).tolist()))[:10]
-            raise DatasetError(f"{self.path_of(name)}: class-mask values {bad} are not in the "
-                               f"dataset's class numbering {dict(sorted(mapping.items()))}")
-        mapped = lut[values]
+        raw = volume.data
+        mapped = np.empty(raw.shape, dtype=dtype)
+        slab = max(1, (1 << 22) // max(1, raw.shape[1] * raw.shape[2]))  # ~4 M voxels at a time
+        for z0 in range(0, raw.shape[0], slab):
+            block = np.asarray(raw[z0:z0 + slab])
+            values = np.rint(block).astype(np.int64) if block.dtype.kind == "f" \
+                else block.astype(np.int64)
+            unknown = (values < 0) | (values > max_mask)
+            if unknown.any():
+                bad = sorted(set(np.unique(values[unknown]).tolist()))[:10]
+                raise DatasetError(f"{self.path_of(name)}: class-mask values {bad} are not in "
+                                   f"the dataset's class numbering {dict(sorted(mapping.items()))}")
+            mapped[z0:z0 + slab] = lut[values]
         return Volume(mapped, volume.voxel_size_nm, volume.origin_nm,
                       metadata={**volume.metadata, "class_ids": "napari-shrec",
                                 "mask_id_to_class_name": dict(mapping)})
