@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QPlainTextEdit,
     QPushButton,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -291,15 +292,23 @@ class ScoreWidget(QWidget):
         self.save_button.setEnabled(False)
         self.save_button.clicked.connect(self._save_json)
 
-        results_box = QGroupBox("Results")
-        results_layout = QVBoxLayout()
-        results_layout.addWidget(self.report, 2)
+        self.report.setMinimumHeight(220)
+        confusion_page = QWidget()
+        confusion_layout = QVBoxLayout()
         plot_row = QHBoxLayout()
         plot_row.addWidget(QLabel("Confusion of"))
         plot_row.addWidget(self.plot_choice, 1)
-        results_layout.addLayout(plot_row)
-        results_layout.addWidget(self.confusion_label)
-        results_layout.addWidget(self.f1_label)
+        confusion_layout.addLayout(plot_row)
+        confusion_layout.addWidget(self.confusion_label, 1)
+        confusion_page.setLayout(confusion_layout)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.report, "Tables")
+        self.tabs.addTab(confusion_page, "Confusion")
+        self.tabs.addTab(self.f1_label, "F1 vs weight")
+
+        results_box = QGroupBox("Results")
+        results_layout = QVBoxLayout()
+        results_layout.addWidget(self.tabs, 1)
         colour_row = QHBoxLayout()
         colour_row.addWidget(QLabel("Colour predictions by"))
         colour_row.addWidget(self.color_by, 1)
@@ -495,7 +504,7 @@ class ScoreWidget(QWidget):
         self.save_button.setEnabled(True)
 
     def _plot_width(self) -> int:
-        return max(self.report.width(), 320)
+        return max(self.tabs.width() - 24, 320)
 
     def _show_confusion(self, *_: Any) -> None:
         from ..core.score_report import confusion_figure
@@ -583,4 +592,3 @@ def _check_axis_aligned(layer: Any) -> None:
                          "the scorer needs axis-aligned layers")
 
 
-_ = replace  # dataclasses.replace is re-exported for callers building GroundTruthSpec variants
