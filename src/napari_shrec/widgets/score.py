@@ -534,9 +534,9 @@ class ScoreWidget(QWidget):
         features["hit_particle"] = result.hit_particle.astype(np.int64)
         features["outcome"] = pd.Categorical(result.outcome.astype(str), categories=OUTCOMES)
         layer.features = features
-        layer.metadata = {**(layer.metadata or {}), "score": {
-            k: result.to_dict()[k] for k in ("RR", "TP", "FP", "FN", "MH", "RO", "F1",
-                                             "mean_class_F1")}}
+        summary = {key: getattr(result, key) for key in ("RR", "TP", "FP", "FN", "MH", "RO",
+                                                          "F1", "mean_class_F1")}
+        layer.metadata = {**(layer.metadata or {}), "score": summary}
 
     def _update_missed_layer(self, output: ScoringOutput, result: ScoreResult) -> None:
         name = f"missed particles ({result.submission})"
@@ -552,21 +552,18 @@ class ScoreWidget(QWidget):
         self.viewer.add_points(data, **kwargs)
 
     def _apply_colouring(self, mode: str) -> None:
+        """Colour the scored layers by ``outcome`` or back by ``class``."""
+        grey = [(0.6, 0.6, 0.6, 1.0)]
         for layer in self._scored_layers.values():
-            if layer not in self.viewer.layers or "class" not in layer.features:
-                if mode == "outcome" and layer in self.viewer.layers \
-                        and "outcome" in layer.features:
-                    pass
-                else:
-                    continue
+            if layer not in self.viewer.layers:
+                continue
             if mode == "outcome" and "outcome" in layer.features:
-                layer.face_color_cycle = {"colormap": dict(OUTCOME_COLORS),
-                                          "fallback_color": [(0.6, 0.6, 0.6, 1.0)]}
+                layer.face_color_cycle = {"colormap": dict(OUTCOME_COLORS), "fallback_color": grey}
                 layer.face_color = "outcome"
-            elif "class" in layer.features:
+            elif mode == "class" and "class" in layer.features:
                 names = [str(c) for c in pd.Categorical(layer.features["class"]).categories]
                 layer.face_color_cycle = {"colormap": class_colors(names, SHREC21_TABLE),
-                                          "fallback_color": [(0.6, 0.6, 0.6, 1.0)]}
+                                          "fallback_color": grey}
                 layer.face_color = "class"
 
     def _save_json(self) -> None:
