@@ -157,3 +157,30 @@ def test_find_dataset_folders_orders_models_numerically(tmp_path, phantom):
         _write_shrec_folder(tmp_path / f"model_{k}", phantom, SHREC20_RELEASED_MASK_IDS)
     assert [p.name for p in find_dataset_folders(tmp_path)] == ["model_2", "model_9", "model_10"]
     assert find_dataset_folders(tmp_path / "model_2") == [tmp_path / "model_2"]
+
+
+def test_write_dataset_checks_every_target_before_writing(tmp_path, phantom):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "particle_locations.txt").write_text("keep me\n")
+    with pytest.raises(FileExistsError, match="particle_locations.txt"):
+        write_dataset(folder, particles=phantom.particles,
+                      volumes={"occupancy_mask": phantom.occupancy_mask})
+    assert sorted(p.name for p in folder.iterdir()) == ["particle_locations.txt"]
+    assert (folder / "particle_locations.txt").read_text() == "keep me\n"
+
+
+def test_write_dataset_takes_the_voxel_size_of_its_inputs(tmp_path, phantom):
+    from napari_shrec.core.volume import Volume
+
+    volume = Volume(phantom.density, voxel_size_nm=0.5)
+    unscaled = phantom.particles.copy()
+    unscaled.voxel_size_nm = None
+    ds = load_dataset(write_dataset(tmp_path / "a", particles=unscaled,
+                                    volumes={"grandmodel": volume}))
+    assert ds.voxel_size_nm == 0.5
+    assert ds.read_volume("grandmodel").voxel_size_nm == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="disagree on the voxel size"):
+        write_dataset(tmp_path / "b", particles=phantom.particles,  # particles say 1 nm
+                      volumes={"grandmodel": volume})
+    assert not (tmp_path / "b").exists()

@@ -95,3 +95,26 @@ def test_memory_map_reads_lazily(tmp_path):
     assert os.path.getsize(path) == 1024 + data.nbytes
     with pytest.raises(ValueError):  # read-only map
         vol.data[0, 0, 0] = 1
+
+
+def test_tilt_stack_without_z_spacing_keeps_x_and_y(tmp_path):
+    path = tmp_path / "ts.st"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((3, 4, 4), np.float32))
+        mrc.voxel_size = (13.48, 13.48, 0.0)
+    vol = read_mrc(path)
+    np.testing.assert_allclose(vol.voxel_size_nm, (1.348, 1.348, 1.348))
+    assert vol.metadata["voxel_size_from_header"] is True
+    assert read_mrc_header(path)["voxel_size_nm"] == vol.voxel_size_nm
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        path = write_mrc(tmp_path / "v.mrc", np.zeros((2, 2, 2), np.float32))
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o644)
+        os.chmod(path, 0o664)
+        write_mrc(path, np.ones((2, 2, 2), np.float32), overwrite=True)
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o664)  # the file's own mode is kept
+    finally:
+        os.umask(old_umask)

@@ -500,3 +500,19 @@ def test_csv_written_by_pandas_reads_back(tmp_path: Path) -> None:
     q = read_particles(tmp_path / "other.csv")
     assert list(q.class_names) == ["1bxn"]
     assert q.angles_zxz_deg().tolist() == [[0.0, 0.0, 5.0]]
+
+
+def test_relion5_files_from_relion_need_the_tomogram_voxel_size(tmp_path: Path) -> None:
+    # a RELION 5 file as RELION writes it: subtomogram pixel 12 Å in the optics block, no
+    # napari-shrec class-name column; the tomogram itself is at 10 Å (1 nm) per voxel
+    path = tmp_path / "run_data.star"
+    path.write_text(
+        "data_optics\n\nloop_\n_rlnOpticsGroup #1\n_rlnImagePixelSize #2\n1 12.0\n\n"
+        "data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCenteredCoordinateXAngst #2\n"
+        "_rlnCenteredCoordinateYAngst #3\n_rlnCenteredCoordinateZAngst #4\n"
+        "TS_01 100.0 -50.0 0.0\n"
+    )
+    with pytest.raises(ParticleFileError, match="voxel size of the tomogram"):
+        read_star(path, tomogram_shape_xyz=(64, 64, 32))
+    q = read_star(path, tomogram_shape_xyz=(64, 64, 32), voxel_size_nm=1.0)
+    assert q.coords_xyz().tolist() == [[32 + 10.0, 32 - 5.0, 16.0]]

@@ -29,8 +29,6 @@ __all__ = ["add_parser", "run"]
 
 _PROG = "napari-shrec score"
 
-_FLAVOUR_TO_MODE = {"shrec2020": "shrec2020", "shrec2021": "shrec2021", "napari-shrec": "native"}
-
 _EPILOG = """\
 examples:
   napari-shrec score --gt shrec2020/model_9 umc.txt yopo.txt --json scores.json --plots plots/
@@ -101,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``score`` with parsed arguments; returns the exit code (0, 2 or 130)."""
     from .core.progress import Cancelled
 
+    if getattr(args, "debug", False):  # napari-shrec --debug score …: full tracebacks
+        return _run(args)
     try:
         return _run(args)
     except _CliError as exc:
@@ -120,7 +120,7 @@ def _error(message: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .core.score import ScoreParams, score_submission
+    from .core.score import ScoreParams, UnknownClassLabelsError, score_submission
     from .core.score_report import format_report, plot_paths, write_csv, write_json, write_plots
     from .io._atomic import check_overwrite
 
@@ -145,7 +145,8 @@ def _run(args: argparse.Namespace) -> int:
 
     gt = _load_ground_truth(gt_args)
     mode = args.mode or gt.default_mode
-    z_offset = args.z_offset if args.z_offset is not None else (gt.z_offset or 156)
+    z_offset = args.z_offset if args.z_offset is not None else (
+        gt.z_offset if gt.z_offset is not None else 156)
     params = ScoreParams(mode=mode, count_unknown_as_misclassified=args.unknown_as_misclassified,
                          z_offset=int(z_offset), auto_z_shift=not args.no_z_shift)
     print(f"ground truth: {gt.description}; mode {mode}", file=sys.stderr)
@@ -163,8 +164,10 @@ def _run(args: argparse.Namespace) -> int:
             result = score_submission(gt.particles, gt.mask, predictions, params,
                                       class_table=gt.class_table, submission_name=name,
                                       progress=progress)
-        except ValueError as exc:
-            raise _CliError(_naming(exc, path)) from None
+        except UnknownClassLabelsError as exc:  # names its own source (GT or submission)
+            raise _CliError(str(exc)) from None
+        except ValueError as exc:  # e.g. a mask id beyond the ground-truth list
+            raise _CliError(f"{path} against {gt.description}: {exc}") from None
         finally:
             close()
         for note in result.warnings:
@@ -250,36 +253,21 @@ def _read_submission(path: Path) -> Any:
 
 
 def _load_ground_truth(gt: list[Path]) -> _GroundTruth:
-    from .core.classes import SHREC21_TABLE
-
     if len(gt) == 1:
-        from .io.dataset import load_dataset
+        from .io.dataset import load_dataset, scoring_ground_truth
 
         folder = gt[0]
         try:
-            ds = load_dataset(folder)
+            truth = scoring_ground_truth(load_dataset(folder))
         except (ValueError, KeyError, OSError) as exc:
             raise _CliError(_naming(exc, folder)) from None
-        if hasattr(ds, "has") and not ds.has("occupancy_mask"):
-            raise _CliError(f"{folder}: no occupancy_mask.mrc in this dataset folder")
-        try:
-            mask = ds.read_volume("occupancy_mask").data
-        except (ValueError, KeyError, OSError) as exc:
-            raise _CliError(_naming(exc, folder)) from None
-        flavour = str(getattr(ds, "flavour", "napari-shrec"))
-        labels = [str(n) for n in ds.particles.class_names] if len(ds.particles) else []
-        table = None
-        if not all(label in SHREC21_TABLE for label in labels):
-            table = getattr(ds, "class_table", None)
-        offset = getattr(ds, "grandmodel_z_offset", None)
         return _GroundTruth(
-            particles=ds.particles,
-            mask=mask,
-            default_mode=_FLAVOUR_TO_MODE.get(flavour, "native"),
-            z_offset=int(offset) if offset else None,
-            class_table=table,
-            description=f"{folder} ({flavour}, {len(ds.particles)} particles, "
-                        f"mask {tuple(mask.shape)})",
+            particles=truth.particles,
+            mask=truth.occupancy_mask,
+            default_mode=truth.default_mode,
+            z_offset=truth.z_offset,
+            class_table=truth.class_table,
+            description=truth.description,
         )
 
     from .io.mrc import read_mrc

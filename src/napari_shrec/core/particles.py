@@ -156,7 +156,7 @@ class ParticleList:
         angles = matrix_to_zxz(np.asarray(matrices).reshape(len(self), 3, 3))
         table = self.table.copy()
         table[["phi", "theta", "psi"]] = angles
-        return ParticleList(table, voxel_size_nm=self.voxel_size_nm, metadata=self.metadata)
+        return ParticleList(table, voxel_size_nm=self.voxel_size_nm, metadata=dict(self.metadata))
 
     def copy(self) -> ParticleList:
         return ParticleList(

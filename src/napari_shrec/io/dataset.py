@@ -59,6 +59,9 @@ __all__ = [
     "load_dataset",
     "write_dataset",
     "read_alignment_file",
+    "FLAVOUR_SCORE_MODE",
+    "ScoringGroundTruth",
+    "scoring_ground_truth",
 ]
 
 log = logging.getLogger(__name__)
@@ -287,10 +290,8 @@ def load_dataset(folder: str | os.PathLike) -> ShrecDataset:
 
     if simulation is not None:
         flavour = "napari-shrec"
-    elif any(label != label.lower() for label in labels):
-        flavour = "shrec2021"
-    else:
-        flavour = "shrec2020"
+    else:  # the SHREC txt reader tells upper-case (SHREC'21) labels from lower-case ones
+        flavour = str(raw_particles.metadata.get("flavour", "shrec2020"))
 
     class_table = SHREC21_TABLE
     if simulation is not None and simulation.get("class_ids"):
@@ -369,26 +370,34 @@ def _check_shapes(root: Path, headers: dict[str, dict]) -> None:
 
 def write_dataset(folder: str | os.PathLike, *, particles: ParticleList,
                   volumes: dict[str, Volume | np.ndarray], simulation: dict[str, Any] | None = None,
-                  voxel_size_nm: float = 1.0, grandmodel_z_offset: int = 0,
+                  voxel_size_nm: float | None = None, grandmodel_z_offset: int = 0,
                   overwrite: bool = False) -> Path:
     """Write a napari-shrec dataset folder: volumes, particle_locations.txt and simulation.json.
 
     Class masks in ``volumes`` must hold our class ids (``SHREC21_TABLE`` numbering, recorded in
-    simulation.json as ``class_ids``); occupancy masks the 1-based particle row. Each file is
-    written atomically; existing files are kept unless ``overwrite``.
+    simulation.json as ``class_ids``); occupancy masks the 1-based particle row. The voxel size
+    (nm) is ``voxel_size_nm`` if given, else that of the :class:`Volume` arguments or of the
+    particle list, else 1 nm; ValueError if these disagree. Every target is checked before
+    anything is written: with ``overwrite=False`` an existing file stops the whole write, so a
+    folder is never left half old, half new. Each file is written atomically.
     """
     from .. import __version__
+    from ._atomic import check_overwrite
     from .particles import write_shrec_txt
 
     root = Path(folder)
     unknown = set(volumes) - set(VOLUME_NAMES)
     if unknown:
         raise ValueError(f"unknown volume names {sorted(unknown)}; known: {', '.join(VOLUME_NAMES)}")
+    voxel_size = _consistent_voxel_size(voxel_size_nm, particles, volumes)
+    targets = [root / f"{name}.mrc" for name in volumes] + [root / PARTICLE_FILE,
+                                                            root / SIMULATION_FILE]
+    for target in targets:
+        check_overwrite(target, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     table = SHREC21_TABLE.extended_with(particles.class_names.tolist())
     for name, volume in volumes.items():
-        write_mrc(root / f"{name}.mrc", volume, overwrite=overwrite,
-                  voxel_size_nm=None if isinstance(volume, Volume) else voxel_size_nm,
+        write_mrc(root / f"{name}.mrc", volume, overwrite=overwrite, voxel_size_nm=voxel_size,
                   image_stack=name.startswith("projections"))
     write_shrec_txt(root / PARTICLE_FILE, particles, flavour="shrec2020", overwrite=overwrite)
     record: dict[str, Any] = {
@@ -396,7 +405,7 @@ def write_dataset(folder: str | os.PathLike, *, particles: ParticleList,
         "format_version": 1,
         "napari_shrec_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "voxel_size_nm": float(voxel_size_nm),
+        "voxel_size_nm": voxel_size,
         "grandmodel_z_offset": int(grandmodel_z_offset),
         "class_ids": {c.name: c.id for c in table},
     }
@@ -404,6 +413,25 @@ def write_dataset(folder: str | os.PathLike, *, particles: ParticleList,
     write_text_atomic(root / SIMULATION_FILE, json.dumps(record, indent=2, default=_json_default)
                       + "\n", overwrite=overwrite)
     return root
+
+
+def _consistent_voxel_size(given: float | None, particles: ParticleList,
+                           volumes: dict[str, Volume | np.ndarray]) -> float:
+    """One isotropic voxel size (nm) for a dataset, from the argument or the inputs."""
+    found: dict[str, float] = {}
+    for name, volume in volumes.items():
+        if isinstance(volume, Volume):
+            found[f"{name}.mrc"] = volume.isotropic_voxel_size_nm
+    if particles.voxel_size_nm is not None:
+        found[PARTICLE_FILE] = float(particles.voxel_size_nm)
+    if given is not None:
+        return float(given)
+    values = sorted(set(round(v, 9) for v in found.values()))
+    if len(values) > 1:
+        listing = ", ".join(f"{k} {v:g} nm" for k, v in found.items())
+        raise ValueError(f"the dataset's inputs disagree on the voxel size ({listing}); pass "
+                         "voxel_size_nm")
+    return float(values[0]) if values else 1.0
 
 
 def _json_default(value: Any) -> Any:
@@ -433,3 +461,56 @@ def find_dataset_folders(root: str | os.PathLike) -> list[Path]:
         return (int(m.group(1)) if m else 1 << 30, p.name)
 
     return sorted(found, key=key)
+
+
+#: The scorer's mode for each dataset flavour (what "auto" means in the CLI and the widget).
+FLAVOUR_SCORE_MODE: dict[str, str] = {
+    "napari-shrec": "native",
+    "shrec2020": "shrec2020",
+    "shrec2021": "shrec2021",
+}
+
+
+@dataclass
+class ScoringGroundTruth:
+    """What the scorer needs from a dataset folder (one loader for the CLI and the widget).
+
+    Attributes:
+        particles: ground truth in the grandmodel (occupancy-mask) frame.
+        occupancy_mask: (z, y, x) memory-mapped particle ids.
+        class_table: the dataset's class table when its ground truth has classes beyond the
+            SHREC tables, else None (the scorer then uses its mode's default table).
+        default_mode: the scoring mode of the dataset's flavour.
+        z_offset: the dataset's grandmodel z offset (reconstruction z = grandmodel z + offset).
+        description: one line naming the folder, flavour, particle count and mask shape.
+    """
+
+    particles: ParticleList
+    occupancy_mask: np.ndarray
+    class_table: ClassTable | None
+    default_mode: str
+    z_offset: int
+    description: str
+
+
+def scoring_ground_truth(dataset: ShrecDataset) -> ScoringGroundTruth:
+    """The ground truth of a dataset, ready for :func:`napari_shrec.core.score.score_submission`.
+
+    Raises:
+        FileNotFoundError: the dataset has no occupancy_mask.mrc (message names the folder).
+    """
+    if not dataset.has("occupancy_mask"):
+        raise FileNotFoundError(f"{dataset.folder}: no occupancy_mask.mrc in this dataset "
+                                "folder; the scorer needs it")
+    mask = dataset.read_volume("occupancy_mask").data
+    labels = [str(n) for n in dataset.particles.class_names]
+    beyond_shrec = any(label not in SHREC21_TABLE for label in labels)
+    return ScoringGroundTruth(
+        particles=dataset.particles,
+        occupancy_mask=mask,
+        class_table=dataset.class_table if beyond_shrec else None,
+        default_mode=FLAVOUR_SCORE_MODE[dataset.flavour],
+        z_offset=int(dataset.grandmodel_z_offset),
+        description=(f"{dataset.folder} ({dataset.flavour}, {len(dataset.particles)} particles, "
+                     f"mask {tuple(mask.shape)})"),
+    )

@@ -33,15 +33,19 @@ class MrcReadError(ValueError):
 
 def _voxel_size_nm_from_header(mrc: mrcfile.mrcfile.MrcFile, path: Path,
                                default_nm: float) -> tuple[tuple[float, float, float], bool]:
+    """(z, y, x) voxel size in nm and whether it came from the header.
+
+    x and y must be positive in the header (else the default for all axes); a missing z spacing
+    (0, as 2D images and many tilt stacks have) takes the x spacing."""
     vs = mrc.voxel_size  # record array in Å: x, y, z
-    xyz_angstrom = (float(vs.x), float(vs.y), float(vs.z))
-    if any(not np.isfinite(v) or v <= 0 for v in xyz_angstrom):
-        log.warning("%s: header has no voxel size (%s Å); assuming %s nm", path,
-                    xyz_angstrom, default_nm)
+    x_a, y_a, z_a = float(vs.x), float(vs.y), float(vs.z)
+    if not all(np.isfinite(v) and v > 0 for v in (x_a, y_a)):
+        log.warning("%s: header has no voxel size ((x, y, z) = (%g, %g, %g) Å); assuming %s nm",
+                    path, x_a, y_a, z_a, default_nm)
         return (default_nm, default_nm, default_nm), False
-    # a 2D image or a tilt stack often has z spacing 0 or a placeholder; keep x for it
-    x, y, z = (v / 10.0 for v in xyz_angstrom)
-    return (z, y, x), True
+    if not (np.isfinite(z_a) and z_a > 0):
+        z_a = x_a
+    return (z_a / 10.0, y_a / 10.0, x_a / 10.0), True
 
 
 def read_mrc(path: str | os.PathLike, *, mmap: bool = True,

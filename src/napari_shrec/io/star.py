@@ -252,16 +252,22 @@ def read_star(
 
     centred = all(c in df.columns for c in _CENTRED_COLUMNS)
     if centred:
-        if vs_nm is None:
-            raise ParticleFileError(
-                f"{p}: RELION 5 centred coordinates (rlnCenteredCoordinateX/Y/ZAngst) need the "
-                "voxel size: pass voxel_size_nm (data_optics has no rlnImagePixelSize or "
-                "rlnTomoTiltSeriesPixelSize)"
-            )
         if tomogram_shape_xyz is None:
             raise ParticleFileError(
                 f"{p}: RELION 5 centred coordinates (rlnCenteredCoordinateX/Y/ZAngst) need the "
                 "tomogram size: pass tomogram_shape_xyz=(nx, ny, nz) in voxels"
+            )
+        # Files napari-shrec wrote hold the tomogram's voxel size in rlnImagePixelSize. In
+        # RELION's own files that is the subtomogram pixel (and rlnTomoTiltSeriesPixelSize the
+        # unbinned tilt-series pixel): neither need be the voxel size of the tomogram the
+        # coordinates are wanted in, so there the caller must say it.
+        written_by_us = CLASS_NAME_COLUMN in df.columns
+        if voxel_size_nm is None and not (written_by_us and vs_nm is not None):
+            raise ParticleFileError(
+                f"{p}: RELION 5 centred coordinates (rlnCenteredCoordinateX/Y/ZAngst) need the "
+                "voxel size of the tomogram they refer to: pass voxel_size_nm (CLI: "
+                "--voxel-size); the optics block's pixel sizes describe subtomograms or the "
+                "tilt series, not necessarily that tomogram"
             )
         shape = _shape_xyz(tomogram_shape_xyz)
         pixel_a = vs_nm * 10.0
