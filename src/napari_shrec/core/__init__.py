@@ -1,27 +1,8 @@
-"""Pure computation: numpy/scipy (and later torch). Imports neither napari nor Qt."""
+"""Pure computation: numpy/scipy (and later torch). Imports neither napari nor Qt.
 
-from .classes import (
-    SHREC20_RELEASED_MASK_IDS,
-    SHREC20_TABLE,
-    SHREC21_RELEASED_MASK_IDS,
-    SHREC21_TABLE,
-    ClassTable,
-    ParticleClass,
-)
-from .particles import ParticleList
-from .progress import CancelToken, Cancelled, ProgressReporter
-from .volume import Volume
-
-__all__ = [
-    "ClassTable",
-    "ParticleClass",
-    "SHREC20_TABLE",
-    "SHREC21_TABLE",
-    "SHREC20_RELEASED_MASK_IDS",
-    "SHREC21_RELEASED_MASK_IDS",
-    "ParticleList",
-    "Volume",
-    "CancelToken",
-    "Cancelled",
-    "ProgressReporter",
-]
+Modules: ``classes`` (the class table), ``particles`` (ParticleList), ``rotations`` (Euler
+conventions), ``volume`` (Volume), ``progress`` (callbacks and cancellation), ``phantom``,
+``score`` and ``score_report``. Import from the module that holds a name
+(``from napari_shrec.core.particles import ParticleList``): this package re-exports nothing, so
+that napari's plugin discovery, which imports ``core.classes``, does not pay for pandas and scipy.
+"""
