@@ -67,16 +67,13 @@ def sphere_phantom(
         raise ValueError("the class table has no class with a known volume")
     reporter = ProgressReporter(n_particles, progress, cancel)
     reporter.start("placing spheres")
+    balls = {cls.name: _ball_offsets(max(1.0, cls.equivalent_radius_nm * radius_scale))
+             for cls in classes}
     names: list[str] = []
     centres: list[tuple[float, float, float]] = []
     for i in range(n_particles):
         cls = classes[i % len(classes)]
-        radius = max(1.0, cls.equivalent_radius_nm * radius_scale)
-        r_int = int(np.ceil(radius))
-        grid = np.arange(-r_int, r_int + 1)
-        dz, dy, dx = np.meshgrid(grid, grid, grid, indexing="ij")
-        ball = dz**2 + dy**2 + dx**2 <= radius**2
-        offsets = np.stack([dz[ball], dy[ball], dx[ball]], axis=1)
+        r_int, offsets = balls[cls.name]
         for _ in range(max_tries):
             centre = np.array([rng.integers(r_int, s - r_int) if s > 2 * r_int else -1
                                for s in shape])
@@ -98,3 +95,12 @@ def sphere_phantom(
                                          voxel_size_nm=1.0)
     density = (occupancy > 0).astype(np.float32)
     return SpherePhantom(particles, class_mask, occupancy, density, n_particles)
+
+
+def _ball_offsets(radius: float) -> tuple[int, np.ndarray]:
+    """(ceil(radius), (n, 3) integer z, y, x offsets of the voxels within ``radius``)."""
+    r_int = int(np.ceil(radius))
+    grid = np.arange(-r_int, r_int + 1)
+    dz, dy, dx = np.meshgrid(grid, grid, grid, indexing="ij")
+    ball = dz**2 + dy**2 + dx**2 <= radius**2
+    return r_int, np.stack([dz[ball], dy[ball], dx[ball]], axis=1)
