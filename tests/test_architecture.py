@@ -52,3 +52,15 @@ def test_importing_core_io_and_cli_loads_no_gui_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"GUI modules loaded by the core: {out.stdout.strip()}"
+
+
+def test_importing_the_napari_reader_module_stays_light():
+    """napari imports ``_reader`` at its first reader query: no pandas, scipy or layer code
+    until a reader actually runs."""
+    code = (
+        "import sys, napari_shrec._reader\n"
+        "heavy = ('pandas', 'scipy', 'napari_shrec.layers', 'napari_shrec.core', 'starfile')\n"
+        "print(','.join(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"_reader imports {out.stdout.strip()} at import time"

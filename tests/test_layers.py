@@ -15,6 +15,7 @@ from napari_shrec.core.volume import Volume
 from napari_shrec.layers import (
     PARTICLE_SOURCES,
     as_label_array,
+    class_color_cycle,
     class_diameter_vox,
     class_mask_to_labels_layer,
     contrast_limits_from_sample,
@@ -170,6 +171,35 @@ def test_points_layer_data_scale_features_and_colours():
     assert kw["feature_defaults"]["class"] == "1s3x"
     assert kw["metadata"]["kind"] == "particles" and "line_numbers" not in kw["metadata"]
     assert kw["metadata"]["source_file"] == "/x/list.csv"
+
+
+def test_class_color_cycle_is_what_points_layers_use():
+    cycle = class_color_cycle(["1s3x", "mystery"], SHREC20_TABLE)
+    assert set(cycle) == {"colormap", "fallback_color"}
+    assert cycle["fallback_color"] == [(0.6, 0.6, 0.6, 1.0)]
+    assert cycle["colormap"]["1s3x"] == (*SHREC20_TABLE.by_name("1s3x").color, 1.0)
+    assert set(SHREC20_TABLE.names) <= set(cycle["colormap"])
+    assert len(cycle["colormap"]["mystery"]) == 4  # a stable hashed colour
+    assert cycle == class_color_cycle(["mystery", "1s3x"], SHREC20_TABLE)
+    assert class_color_cycle([])["colormap"] == class_color_cycle([], SHREC21_TABLE)["colormap"]
+    _, kw, _ = particles_to_points_layer(_particles(), "p", class_table=SHREC20_TABLE)
+    categories = list(kw["features"]["class"].cat.categories)
+    assert kw["face_color_cycle"] == class_color_cycle(categories, SHREC20_TABLE)
+
+
+def test_volume_layers_take_an_imposed_voxel_size():
+    vol = Volume(np.zeros((2, 3, 4), np.float32), voxel_size_nm=(1.0, 1.0, 1.0),
+                 metadata={"voxel_size_from_header": False})
+    for make in (volume_to_image_layer, class_mask_to_labels_layer, occupancy_to_labels_layer):
+        data = vol if make is volume_to_image_layer else Volume(
+            np.zeros((2, 3, 4), np.uint8), voxel_size_nm=1.0,
+            metadata={"voxel_size_from_header": False})
+        _, kw, _ = make(data, "v", voxel_size_nm=0.8, translate_zyx_vox=(5, 0, 0))
+        assert kw["scale"] == (0.8, 0.8, 0.8)
+        assert kw["translate"] == pytest.approx((4.0, 0.0, 0.0))
+        assert kw["metadata"]["voxel_size_nm"] == (0.8, 0.8, 0.8)
+        _, kw, _ = make(data, "v")  # default: the volume's own
+        assert kw["scale"] == (1.0, 1.0, 1.0)
 
 
 def test_points_layer_for_an_empty_list_has_defaults():

@@ -188,6 +188,63 @@ def test_claimed_particle_file_with_an_error_names_file_and_line(tmp_path):
         reader(str(bad))
 
 
+def test_particle_reader_claims_only_star_files_with_pixel_coordinates(tmp_path):
+    relion4 = tmp_path / "picks.star"
+    particles_io.write_particles(relion4, _particle_list())
+    assert _reader.get_particles_reader(str(relion4)) is not None
+    # RELION 5 centred coordinates: the tomogram shape is unknown here → left to other readers
+    relion5 = tmp_path / "picks_relion5.star"
+    particles_io.write_particles(relion5, _particle_list(), relion_version=5,
+                                 tomogram_shape_xyz=(32, 24, 12))
+    assert "_rlnCenteredCoordinateXAngst" in relion5.read_text()
+    assert _reader.get_particles_reader(str(relion5)) is None
+    tomograms = tmp_path / "tomograms.star"
+    tomograms.write_text(
+        "data_global\n\nloop_\n_rlnTomoName #1\n_rlnTomoTiltSeriesPixelSize #2\n"
+        "_rlnTomoSizeX #3\n_rlnTomoSizeY #4\n_rlnTomoSizeZ #5\n"
+        "TS_01\t1.35\t4000\t4000\t1000\n")
+    optics = tmp_path / "optics.star"
+    optics.write_text("data_optics\n\nloop_\n_rlnOpticsGroup #1\n_rlnImagePixelSize #2\n"
+                      "1\t10.0\n")
+    empty_star = tmp_path / "empty.star"
+    empty_star.write_text("")
+    for path in (tomograms, optics, empty_star):
+        assert _reader.get_particles_reader(str(path)) is None, path
+    assert _reader.get_particles_reader([str(relion4), str(relion5)]) is None
+
+
+def test_particle_reader_sniffs_numbers_like_the_shrec_parser(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    comments = tmp_path / "comments.txt"
+    comments.write_text("# class x y z\n\n")
+    assert _reader.get_particles_reader(str(empty)) is None
+    assert _reader.get_particles_reader(str(comments)) is None
+    for i, line in enumerate(["1s3x 1_000 2 3", "1s3x nan 2 3", "1s3x 1 inf 3",
+                              "1s3x 1 2 -Infinity", "1s3x 1 2 three"]):
+        path = tmp_path / f"odd_{i}.txt"
+        path.write_text(line + "\n")
+        assert _reader.get_particles_reader(str(path)) is None, line
+    good = tmp_path / "good.txt"
+    good.write_text("# a comment\n1s3x 1e1 -2.5 3 0 0 0\n")
+    assert _reader.get_particles_reader(str(good)) is not None
+
+
+def test_reader_suffixes_are_the_io_suffixes_and_the_manifest_patterns():
+    import npe2
+
+    from napari_shrec.io.mrc import MRC_SUFFIXES
+
+    assert not hasattr(_reader, "_MRC_READER_SUFFIXES")
+    assert not hasattr(_reader, "_PARTICLE_READER_SUFFIXES")
+    manifest = npe2.PluginManager.instance().get_manifest("napari-shrec")
+    patterns = {r.command.split(".")[-1]: sorted(r.filename_patterns)
+                for r in manifest.contributions.readers}
+    assert patterns["get_mrc_reader"] == sorted(f"*{s}" for s in MRC_SUFFIXES)
+    assert patterns["get_particles_reader"] == sorted(
+        f"*{s}" for s in particles_io.PARTICLE_SUFFIXES)
+
+
 # ------------------------------------------------------------------------------------ dataset
 def test_open_dataset_folder(vm, shrec20_folder):
     folder, ph = shrec20_folder
@@ -233,6 +290,69 @@ def test_open_dataset_folder(vm, shrec20_folder):
     np.testing.assert_allclose(recon.world_to_data(world), gt.data[0] + [16, 0, 0])
 
 
+def _write_mrc_without_voxel_size(path: Path, data: np.ndarray) -> None:
+    import mrcfile
+
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = 0
+
+
+def test_dataset_layers_all_take_the_dataset_voxel_size(vm, tmp_path, caplog):
+    """A reconstruction header at 0.8 nm and masks whose headers hold no voxel size (as SHREC's
+    often do): every layer is scaled by 0.8 nm and the grandmodel frame lies on the
+    reconstruction."""
+    folder = tmp_path / "model_2"
+    folder.mkdir()
+    ph = sphere_phantom((20, 64, 64), 8, seed=3)
+    write_mrc(folder / "reconstruction.mrc", np.zeros((28, 64, 64), np.float32),
+              voxel_size_nm=0.8)
+    _write_mrc_without_voxel_size(folder / "occupancy_mask.mrc",
+                                  ph.occupancy_mask.astype(np.float32))
+    _write_mrc_without_voxel_size(folder / "class_mask.mrc", _released(ph.class_mask))
+    _write_mrc_without_voxel_size(folder / "grandmodel.mrc", ph.density)
+    lines = [f"{r.class_name} {int(r.x)} {int(r.y)} {int(r.z)} 0 0 0"
+             for r in ph.particles.table.itertuples()]
+    (folder / "particle_locations.txt").write_text("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING", logger="napari_shrec"):
+        layers = vm.open(str(folder), plugin="napari-shrec")
+    by_name = {layer.name: layer for layer in layers}
+    assert set(by_name) == {"model_2 reconstruction", "model_2 grandmodel",
+                            "model_2 class mask", "model_2 occupancy mask",
+                            "model_2 ground truth"}
+    offset_vox = (28 - 20) // 2
+    for name, layer in by_name.items():
+        np.testing.assert_allclose(layer.scale, [0.8] * 3, err_msg=name)
+        expected = [0, 0, 0] if name.endswith("reconstruction") else [offset_vox * 0.8, 0, 0]
+        np.testing.assert_allclose(layer.translate, expected, atol=1e-9, err_msg=name)
+    occ = by_name["model_2 occupancy mask"]
+    assert occ.metadata["voxel_size_nm"] == (0.8, 0.8, 0.8)
+    assert "header_voxel_size_nm" not in occ.metadata  # its header has none
+    # headers without a voxel size are no disagreement
+    assert not [r for r in caplog.records if "differs" in r.getMessage()]
+    # a ground-truth particle lands on its occupancy voxel in world coordinates
+    gt = by_name["model_2 ground truth"]
+    world = gt.data_to_world(gt.data[0])
+    zyx = np.rint(occ.world_to_data(world)).astype(int)
+    assert np.asarray(occ.data)[tuple(zyx)] == 1
+    # a header that gives another voxel size than the one imposed is logged
+    from napari_shrec.layers import volume_to_image_layer
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_shrec"):
+        _, kwargs, _ = volume_to_image_layer(read_mrc(folder / "reconstruction.mrc"), "r",
+                                             voxel_size_nm=1.0)
+    assert kwargs["scale"] == (1.0, 1.0, 1.0)
+    assert kwargs["metadata"]["header_voxel_size_nm"] == pytest.approx((0.8, 0.8, 0.8))
+    assert any("reconstruction.mrc" in r.getMessage() and "differs" in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_shrec"):
+        volume_to_image_layer(read_mrc(folder / "reconstruction.mrc"), "r",
+                              voxel_size_nm=0.8 * (1 + 5e-4))  # within 1e-3: silent
+    assert not [r for r in caplog.records if "differs" in r.getMessage()]
+
+
 # ------------------------------------------------------------------------------------ writers
 @pytest.mark.parametrize("suffix", [".txt", ".star", ".csv"])
 def test_points_writers_round_trip(vm, tmp_path, suffix):
@@ -250,6 +370,60 @@ def test_points_writers_round_trip(vm, tmp_path, suffix):
     np.testing.assert_allclose(back.angles_zxz_deg(), pl.angles_zxz_deg(), atol=1e-6)
     if suffix == ".csv":
         assert list(back.table["source"]) == ["manual"] * 4
+
+
+def _star_pixel_size_A(path: Path) -> float | None:
+    import starfile
+
+    optics = starfile.read(path, always_dict=True).get("optics")
+    if optics is None or "rlnImagePixelSize" not in optics:
+        return None
+    return float(np.asarray(optics["rlnImagePixelSize"])[0])
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".csv"])
+def test_star_writer_invents_no_pixel_size_for_an_assumed_voxel_size(vm, tmp_path, suffix):
+    src = tmp_path / f"in{suffix}"
+    particles_io.write_particles(src, _particle_list())  # txt/csv store no voxel size
+    layer = vm.open(str(src), plugin="napari-shrec")[0]
+    assert layer.metadata["voxel_size_assumed"] is True
+    out = tmp_path / "out.star"
+    layer.save(str(out), plugin="napari-shrec")
+    assert _star_pixel_size_A(out) is None
+    assert "rlnImagePixelSize" not in out.read_text()
+    np.testing.assert_allclose(particles_io.read_particles(out).coords_xyz(),
+                               _particle_list().coords_xyz())
+    # a scale the user set is real data: written
+    layer.scale = (0.8, 0.8, 0.8)
+    layer.save(str(out), plugin="napari-shrec")
+    assert _star_pixel_size_A(out) == pytest.approx(8.0)
+
+
+def test_star_writer_invents_no_pixel_size_for_a_layer_in_pixels(vm, tmp_path):
+    layer = vm.add_points(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), name="clicked")
+    assert [str(u) for u in layer.units] == ["pixel"] * 3
+    out = tmp_path / "clicked.star"
+    layer.save(str(out), plugin="napari-shrec")
+    assert _star_pixel_size_A(out) is None
+    # a list with a known voxel size keeps it
+    star_in = tmp_path / "known.star"
+    particles_io.write_particles(star_in, _particle_list())
+    known = vm.open(str(star_in), plugin="napari-shrec")[0]
+    out_known = tmp_path / "known_out.star"
+    known.save(str(out_known), plugin="napari-shrec")
+    assert _star_pixel_size_A(out_known) == pytest.approx(VOXEL_NM * 10)
+
+
+def test_unit_that_is_not_a_length_is_logged(caplog):
+    from napari_shrec._writer import _unit_to_nm_factor, voxel_size_nm_from_meta
+
+    assert _unit_to_nm_factor("angstrom") == pytest.approx(0.1)
+    with caplog.at_level("WARNING", logger="napari_shrec"):
+        assert _unit_to_nm_factor("pixel") == 1.0
+        assert not caplog.records
+        assert voxel_size_nm_from_meta({"scale": (2.0, 2.0, 2.0),
+                                        "units": ("second", "nm", "nm")}) == (2.0, 2.0, 2.0)
+    assert any("'second' is not a length" in r.getMessage() for r in caplog.records)
 
 
 def test_image_and_labels_writers_round_trip(vm, tmp_path, tomogram):

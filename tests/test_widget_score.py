@@ -204,3 +204,140 @@ def test_dataset_with_z_offset_scores_picks_made_on_the_reconstruction(tmp_path,
     widget.mode_combo.setCurrentText("native")
     widget.start_scoring()
     assert widget.last_output.results[0].TP == 10
+
+
+def test_scoring_keeps_the_feature_defaults_of_points_added_later(tmp_path, phantom, viewer,
+                                                                   qtbot):
+    folder = write_dataset(tmp_path / "ds", particles=phantom.particles,
+                           volumes={"occupancy_mask": phantom.occupancy_mask})
+    picks = _picks(phantom.particles)  # last row: a "predicted" 1s3x in the background (FP)
+    layer = _add(viewer, particles_to_points_layer(picks, "picks", source="predicted",
+                                                   default_class="3gl1"))
+    before = layer.feature_defaults.iloc[0].to_dict()
+    assert (before["class"], before["source"]) == ("3gl1", "manual")
+    widget = ScoreWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.dataset_edit.setText(str(folder))
+    widget.start_scoring()
+    assert "outcome" in layer.features  # outcomes were written
+
+    after = layer.feature_defaults.iloc[0].to_dict()
+    assert (after["class"], after["source"]) == ("3gl1", "manual")
+    assert after["hit_particle"] == 0
+    assert after["outcome"] == "unscored"  # not the last row's "FP"
+    n = len(layer.data)
+    for colour_by in ("outcome", "class"):  # adding works whatever the colouring
+        widget.color_by.setCurrentText(colour_by)
+        layer.add([5.0, 6.0, 7.0])
+        added = layer.features.iloc[-1]
+        assert (added["class"], added["source"]) == ("3gl1", "manual")
+        if colour_by == "outcome":
+            np.testing.assert_allclose(layer.face_color[-1], (0.6, 0.6, 0.6, 1.0))  # fallback
+        assert added["hit_particle"] == 0 and added["outcome"] == "unscored"
+    assert len(layer.data) == n + 2
+
+
+def test_outcomes_are_not_written_onto_a_layer_changed_while_scoring(tmp_path, phantom, viewer,
+                                                                    qtbot, monkeypatch):
+    folder = write_dataset(tmp_path / "ds", particles=phantom.particles,
+                           volumes={"occupancy_mask": phantom.occupancy_mask})
+    layer = _add(viewer, particles_to_points_layer(_picks(phantom.particles), "picks",
+                                                   source="predicted"))
+    widget = ScoreWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.dataset_edit.setText(str(folder))
+    # a worker thread that has not finished yet: keep the task, run it after the edit
+    tasks = []
+    monkeypatch.setattr(widget.runner, "start",
+                        lambda func, *args, **kwargs: tasks.append((func, args, kwargs)))
+    widget.start_scoring()
+    (func, args, kwargs), = tasks
+    moved = np.array(layer.data)
+    moved[0] += (0.0, 3.0, 0.0)  # same number of points, one of them moved
+    layer.data = moved
+    output = func(*args)
+    kwargs["on_result"](output)
+    assert widget.last_output is output  # the tables are shown all the same
+    assert "outcome" not in layer.features and "hit_particle" not in layer.features
+    assert "picks" in widget.status.status.text()
+    assert "outcomes not written" in widget.status.status.text()
+    # scored again without an edit: written
+    tasks.clear()
+    widget.start_scoring()
+    (func, args, kwargs), = tasks
+    kwargs["on_result"](func(*args))
+    assert len(layer.features["outcome"]) == len(layer.data)
+
+
+def test_layers_ground_truth_hands_the_worker_a_copy_of_the_occupancy(phantom, viewer, qtbot,
+                                                                     monkeypatch):
+    _add(viewer, particles_to_points_layer(phantom.particles, "truth"))
+    occ = viewer.add_labels(phantom.occupancy_mask.copy(), name="occupancy")
+    _add(viewer, particles_to_points_layer(_picks(phantom.particles), "picks",
+                                           source="predicted"))
+    widget = ScoreWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.gt_source.setCurrentText("Layers")
+    widget.gt_points_combo.setCurrentText("truth")
+    widget.occupancy_combo.setCurrentText("occupancy")
+    widget.set_predictions(["picks"])
+    tasks = []
+    monkeypatch.setattr(widget.runner, "start",
+                        lambda func, *args, **kwargs: tasks.append((func, args, kwargs)))
+    widget.start_scoring()
+    gt = tasks[0][1][0]
+    assert not np.shares_memory(gt.occupancy_mask, occ.data)
+    occ.data[...] = 0  # painting meanwhile does not reach the worker's mask
+    np.testing.assert_array_equal(gt.occupancy_mask, phantom.occupancy_mask)
+
+
+def test_colouring_by_class_uses_the_scored_class_table(tmp_path, phantom, viewer, qtbot):
+    import dataclasses
+
+    from napari_shrec.core.classes import SHREC21_TABLE, ClassTable
+
+    folder = write_dataset(tmp_path / "ds", particles=phantom.particles,
+                           volumes={"occupancy_mask": phantom.occupancy_mask})
+    layer = _add(viewer, particles_to_points_layer(_picks(phantom.particles), "picks",
+                                                   source="predicted"))
+    widget = ScoreWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.dataset_edit.setText(str(folder))
+    widget.start_scoring()
+    blue = (0.0, 0.0, 1.0)
+    custom = ClassTable(dataclasses.replace(c, color=blue) if c.name == "1s3x" else c
+                        for c in SHREC21_TABLE)
+    widget.last_output = dataclasses.replace(widget.last_output, class_table=custom)
+    widget.color_by.setCurrentText("outcome")
+    widget.color_by.setCurrentText("class")
+    index = layer.features["class"].tolist().index("1s3x")
+    np.testing.assert_allclose(layer.face_color[index], (*blue, 1.0))
+
+
+def test_cli_and_widget_agree_on_a_dataset_with_extra_classes(tmp_path, viewer, qtbot, capsys):
+    import json
+
+    from napari_shrec.cli import main
+
+    phantom = sphere_phantom((16, 48, 48), 8, seed=6)
+    truth = phantom.particles.copy()
+    truth.table.loc[0, "class_name"] = "ribosome"  # beyond the SHREC tables
+    folder = write_dataset(tmp_path / "ds", particles=truth,
+                           volumes={"occupancy_mask": phantom.occupancy_mask})
+    picks = _picks(truth)
+    pick_file = tmp_path / "picks.txt"
+    from napari_shrec.io.particles import write_particles
+
+    write_particles(pick_file, picks)
+    assert main(["score", "--gt", str(folder), str(pick_file), "--json",
+                 str(tmp_path / "s.json")]) == 0
+    cli = json.loads((tmp_path / "s.json").read_text())[0]
+    _add(viewer, particles_to_points_layer(picks, "picks", source="predicted"))
+    widget = ScoreWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.dataset_edit.setText(str(folder))
+    widget.start_scoring()
+    result = widget.last_output.results[0]
+    assert (result.TP, result.FP, result.FN, result.MH) == (cli["TP"], cli["FP"], cli["FN"],
+                                                            cli["MH"])
+    assert "ribosome" in result.per_class_F1

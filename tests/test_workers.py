@@ -141,7 +141,11 @@ def test_new_task_cancels_the_old_and_drops_its_result(qtbot, runner):
         qtbot.waitUntil(lambda: bool(first_token), timeout=5000)
         runner.start(ignores_cancel, "new", 0.0, **rec.kwargs())
         _wait_idle(qtbot, runner)
-        qtbot.wait(600)  # the old task finishes meanwhile; its result must not arrive
+        from qtpy.QtCore import QThreadPool
+
+        # the old task finishes meanwhile; its result must not arrive
+        assert QThreadPool.globalInstance().waitForDone(5000)
+        qtbot.wait(50)  # deliver the queued signals of the old task
         assert rec.results == ["new"]
         assert first_token[0].cancelled  # the old task was asked to stop
         assert rec.cancelled == 0 and rec.errors == []  # stale tasks report nothing
@@ -150,6 +154,40 @@ def test_new_task_cancels_the_old_and_drops_its_result(qtbot, runner):
         from qtpy.QtCore import QThreadPool
 
         QThreadPool.globalInstance().waitForDone(5000)
+
+
+def test_a_failing_callback_is_reported_and_leaves_the_runner_idle(qtbot, threads, runner,
+                                                                   monkeypatch):
+    """on_result / on_error run in a Qt slot when threads are on: an exception escaping them
+    would abort the process under PyQt. It is logged and reported instead."""
+    reported: list[tuple[BaseException, str]] = []
+    monkeypatch.setattr(_workers, "_report_error",
+                        lambda exc, description: reported.append((exc, description)))
+    finished: list[str] = []
+    runner.finished.connect(lambda outcome, msg: finished.append(outcome))
+
+    def broken_on_result(value):
+        raise RuntimeError(f"broken on_result got {value}")
+
+    runner.start(count_to, 2, on_result=broken_on_result, description="counting")
+    _wait_idle(qtbot, runner)
+    qtbot.wait(20)
+    assert not runner.busy and finished == ["done"]
+    assert len(reported) == 1 and isinstance(reported[0][0], RuntimeError)
+    assert str(reported[0][0]) == "broken on_result got 2" and reported[0][1] == "counting"
+
+    def broken_on_error(exc):
+        raise KeyError("broken on_error")
+
+    runner.start(fails, on_error=broken_on_error, description="failing")
+    _wait_idle(qtbot, runner)
+    assert not runner.busy and finished == ["done", "error"]
+    assert len(reported) == 2 and isinstance(reported[1][0], KeyError)
+    # the runner still works afterwards
+    rec = Recorder()
+    runner.start(count_to, 3, **rec.kwargs())
+    _wait_idle(qtbot, runner)
+    assert rec.results == [3]
 
 
 def test_errors_reach_on_error(qtbot, threads, runner):

@@ -12,12 +12,17 @@ Errors while reading a file that a reader claimed are raised with the file named
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .layers import LayerDataTuple
+if TYPE_CHECKING:
+    from .layers import LayerDataTuple
+
+# napari imports this module at its first reader query: everything that pulls pandas or scipy
+# (.layers, .core, .io.mrc, .io.particles, .io.dataset) is imported inside the functions.
 
 __all__ = [
     "get_mrc_reader",
@@ -31,10 +36,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
-ReaderFunction = Callable[[PathOrPaths], list[LayerDataTuple]]
-
-_MRC_READER_SUFFIXES = (".mrc", ".rec", ".map", ".st", ".mrcs", ".ali", ".ccp4")
-_PARTICLE_READER_SUFFIXES = (".txt", ".star", ".csv")
+ReaderFunction = Callable[[PathOrPaths], "list[LayerDataTuple]"]
 
 
 def _as_paths(path: PathOrPaths) -> list[Path]:
@@ -52,8 +54,10 @@ def _all_have_suffix(paths: list[Path], suffixes: Sequence[str]) -> bool:
 # ---------------------------------------------------------------------------------------------
 def get_mrc_reader(path: PathOrPaths) -> ReaderFunction | None:
     """Reader for MRC/CCP4 files (``.mrc .rec .map .st .mrcs .ali .ccp4``), or None."""
+    from .io.mrc import MRC_SUFFIXES
+
     paths = _as_paths(path)
-    if not _all_have_suffix(paths, _MRC_READER_SUFFIXES) or any(p.is_dir() for p in paths):
+    if not _all_have_suffix(paths, MRC_SUFFIXES) or any(p.is_dir() for p in paths):
         return None
     return read_mrc_layers
 
@@ -79,19 +83,37 @@ def read_mrc_layers(path: PathOrPaths) -> list[LayerDataTuple]:
 # particle lists
 # ---------------------------------------------------------------------------------------------
 _SNIFF_LINES = 20
+_STAR_SNIFF_BYTES = 1 << 16
+_STAR_PIXEL_COORDINATES = "_rlnCoordinateX"
+_STAR_CENTRED_COORDINATES = "_rlnCenteredCoordinateXAngst"
+
+
+def _star_head(p: Path) -> str:
+    """The first 64 kB of a STAR file as text ('' if unreadable)."""
+    try:
+        with p.open("rb") as fh:
+            return fh.read(_STAR_SNIFF_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _looks_like_particle_file(p: Path) -> bool:
-    """A cheap look at the first lines: could this .txt/.csv be a particle list?
+    """A cheap look at the start of the file: could it be a particle list napari can open?
 
-    - ``.star``: always (a STAR file that holds no particles raises a clear error when read);
+    - ``.star``: the first 64 kB name ``_rlnCoordinateX`` (RELION 3/4 pixel coordinates) and
+      not ``_rlnCenteredCoordinateXAngst``. A RELION 5 file with centred coordinates cannot be
+      read without the tomogram's shape (and the reader prefers those columns when both are
+      present), so it is left to other readers; ``tomograms.star``, optics-only files and other
+      STAR files without coordinates are not claimed either;
     - ``.csv``: a header naming ``x``, ``y`` and ``z`` (any case) and ``class``/``class_name``;
     - ``.txt``: the first non-comment line has >= 4 whitespace-separated columns, a first
-      column that is not a number (the class label) and numbers in columns 2–4.
+      column that is not a number (the class label) and finite numbers in columns 2–4, as the
+      SHREC reader parses them. An empty file is not claimed.
     """
     suffix = p.suffix.lower()
     if suffix == ".star":
-        return True
+        head = _star_head(p)
+        return _STAR_PIXEL_COORDINATES in head and _STAR_CENTRED_COORDINATES not in head
     try:
         with p.open("r", encoding="utf-8-sig", errors="strict") as fh:
             lines = [fh.readline() for _ in range(_SNIFF_LINES)]
@@ -99,30 +121,45 @@ def _looks_like_particle_file(p: Path) -> bool:
         return False
     content = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if not content:
-        return suffix == ".txt" and p.stat().st_size == 0
+        return False
     first = content[0]
     if suffix == ".csv":
         header = {h.strip().strip('"').lower() for h in first.split(",")}
         return {"x", "y", "z"} <= header and bool({"class", "class_name"} & header)
     fields = first.split()
-    if len(fields) < 4 or _is_number(fields[0]):
+    if len(fields) < 4 or _parses_as_number(fields[0]):
         return False
-    return all(_is_number(f) for f in fields[1:4])
+    return all(_is_finite_number(f) for f in fields[1:4])
 
 
-def _is_number(token: str) -> bool:
+def _parses_as_number(token: str) -> bool:
+    from .io._particles_common import parse_float
+
     try:
-        float(token)
+        parse_float(token)
     except ValueError:
         return False
     return True
 
 
+def _is_finite_number(token: str) -> bool:
+    from .io._particles_common import parse_float
+
+    try:
+        return math.isfinite(parse_float(token))
+    except ValueError:
+        return False
+
+
 def get_particles_reader(path: PathOrPaths) -> ReaderFunction | None:
-    """Reader for particle lists (SHREC ``.txt``, RELION ``.star``, ``.csv``), or None for a
-    file that does not look like one (so napari can try other readers)."""
+    """Reader for particle lists (SHREC ``.txt``, RELION 3/4 ``.star``, ``.csv``), or None for
+    a file that does not look like one (so napari can try other readers), RELION 5 centred
+    STAR files included (convert them first: ``napari-shrec convert --tomogram-shape …
+    --voxel-size …``)."""
+    from .io.particles import PARTICLE_SUFFIXES
+
     paths = _as_paths(path)
-    if not _all_have_suffix(paths, _PARTICLE_READER_SUFFIXES):
+    if not _all_have_suffix(paths, PARTICLE_SUFFIXES):
         return None
     if not all(p.is_file() and _looks_like_particle_file(p) for p in paths):
         return None
@@ -184,6 +221,9 @@ def read_dataset_layers(path: PathOrPaths) -> list[LayerDataTuple]:
 
     Layers in the grandmodel frame (grandmodel, masks, ground truth) are translated by
     ``grandmodel_z_offset`` voxels in z (156 for SHREC'20) so they align with the reconstruction.
+    Every layer is scaled by the dataset's voxel size (``simulation.json``, else the first MRC
+    header that has one, else 1 nm), not by its own file's header: SHREC masks often have no
+    voxel size in their header. A header that gives a different one is logged as a warning.
 
     Raises:
         FileNotFoundError, DatasetError, MrcReadError: messages name the folder or file.
@@ -206,6 +246,9 @@ def _dataset_layers(folder: Path) -> list[LayerDataTuple]:
     ds = load_dataset(folder)
     label = folder.name or str(folder)
     offset = (float(ds.grandmodel_z_offset), 0.0, 0.0)
+    # one voxel size for every layer (the ground truth's): SHREC mask headers often hold none,
+    # and a layer scaled by its own header would then not lie on the others
+    vs = float(ds.voxel_size_nm)
     common: dict[str, Any] = {
         "dataset": str(ds.folder),
         "flavour": ds.flavour,
@@ -216,6 +259,7 @@ def _dataset_layers(folder: Path) -> list[LayerDataTuple]:
     if has_reconstruction:
         layers.append(volume_to_image_layer(
             ds.read_volume("reconstruction"), f"{label} reconstruction", visible=True,
+            voxel_size_nm=vs,
             metadata={**common, "volume": "reconstruction", "frame": "reconstruction"}))
     first_visible = not has_reconstruction
     for name, title in (("grandmodel", "grandmodel"),
@@ -224,23 +268,23 @@ def _dataset_layers(folder: Path) -> list[LayerDataTuple]:
             continue
         layers.append(volume_to_image_layer(
             ds.read_volume(name), f"{label} {title}", visible=first_visible,
-            translate_zyx_vox=offset,
+            translate_zyx_vox=offset, voxel_size_nm=vs,
             metadata={**common, "volume": name, "frame": "grandmodel"}))
         first_visible = False
     if "class_mask" in ds.volume_paths:
         layers.append(class_mask_to_labels_layer(
             ds.read_class_mask("class_mask"), f"{label} class mask", class_table=ds.class_table,
-            visible=False, translate_zyx_vox=offset,
+            visible=False, translate_zyx_vox=offset, voxel_size_nm=vs,
             metadata={**common, "volume": "class_mask", "frame": "grandmodel"}))
     if "occupancy_mask" in ds.volume_paths:
         layers.append(occupancy_to_labels_layer(
             ds.read_volume("occupancy_mask"), f"{label} occupancy mask",
-            particles=ds.particles, visible=False, translate_zyx_vox=offset,
+            particles=ds.particles, visible=False, translate_zyx_vox=offset, voxel_size_nm=vs,
             metadata={**common, "volume": "occupancy_mask", "frame": "grandmodel"}))
     if len(ds.particles) or (ds.folder / "particle_locations.txt").is_file():
         layers.append(particles_to_points_layer(
             ds.particles, f"{label} ground truth", class_table=ds.class_table,
-            source="ground truth", voxel_size_nm=ds.voxel_size_nm, translate_zyx_vox=offset,
+            source="ground truth", voxel_size_nm=vs, translate_zyx_vox=offset,
             visible=False, metadata={**common, "frame": "grandmodel"}))
     if not layers:
         log.warning("%s: dataset folder holds no volume or particle list napari can show", folder)

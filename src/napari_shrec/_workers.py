@@ -11,6 +11,8 @@ its result). A :class:`TaskRunner` (one per widget) runs such a function:
   ``napari.utils.progress`` bar (determinate with ``total > 0``, indeterminate with 0) and any
   ``progressed`` listeners (e.g. :class:`napari_shrec.widgets._task_status.TaskStatusWidget`);
 - ``on_result(value)``, ``on_error(exc)`` and ``on_cancelled()`` are called in the main thread;
+  an exception they raise is logged and shown as a napari notification, never propagated (in a
+  Qt slot it would abort the process under PyQt), and the runner is idle all the same;
 - starting a task cancels the one running, and results, errors and progress of stale tasks are
   dropped (each task has a generation number; only the newest one reports);
 - a :class:`~napari_shrec.core.progress.Cancelled` exception, or a result of a task whose token
@@ -316,18 +318,20 @@ class TaskRunner:
         self._close_pbar(task)
         cancelled = task.token.cancelled or (not ok and isinstance(payload, Cancelled))
         self._set_busy(False)
+        # This runs inside a Qt slot when threads are on: an exception escaping a callback would
+        # abort the process under PyQt, so each callback is guarded and its error reported.
         if cancelled:
             self.finished.emit("cancelled", "Cancelled")
             if task.on_cancelled is not None:
-                task.on_cancelled()
+                _guarded(task.on_cancelled, (), "on_cancelled", task.description)
         elif ok:
             self.finished.emit("done", "Done")
             if task.on_result is not None:
-                task.on_result(payload)
+                _guarded(task.on_result, (payload,), "on_result", task.description)
         else:
             self.finished.emit("error", f"Failed: {payload}")
             if task.on_error is not None:
-                task.on_error(payload)
+                _guarded(task.on_error, (payload,), "on_error", task.description)
             else:
                 _report_error(payload, task.description)
 
@@ -440,7 +444,20 @@ def _report_error(exc: BaseException, description: str) -> None:
     except ImportError:
         log.error("%s failed: %s", description, exc, exc_info=exc)
         return
-    notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+    try:
+        notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+    except Exception:  # reporting must never raise out of a Qt slot
+        log.exception("could not show the error of %s as a napari notification", description)
+
+
+def _guarded(callback: Callable[..., Any], args: tuple, what: str, description: str) -> None:
+    """Call a task callback; an exception is logged and shown as a napari notification instead
+    of escaping (inside a Qt slot, PyQt would abort the process)."""
+    try:
+        callback(*args)
+    except Exception as exc:
+        log.exception("%s callback of %s failed", what, description)
+        _report_error(exc, description)
 
 
 def _func_name(func: Callable[..., Any]) -> str:

@@ -13,14 +13,19 @@ directly (``overwrite=False``), or pass ``overwrite=False`` to :func:`write_poin
 :func:`write_volume_layer`.
 
 **Units.** The voxel size is read from the layer ``scale`` (z, y, x) converted to nm with the
-layer ``units`` where they are lengths (napari-shrec layers are in nm); a scale without length
-units (napari's default "pixel") is taken as nm. Points are written in data coordinates (voxels
-of the tomogram the layer's ``data`` refers to; the layer ``translate`` is a display offset and
-is not applied).
+layer ``units`` where they are lengths (napari-shrec layers are in nm); for Image and Labels a
+scale without length units (napari's default "pixel") is taken as nm (a unit that is not a length
+is logged as a warning). Points writers record no voxel size at all (no ``rlnImagePixelSize`` in
+STAR) when the layer does not know one: a layer in "pixel" units (made in napari), or a list read
+from a SHREC txt/CSV file whose 1 nm voxel size the reader assumed
+(``metadata["voxel_size_assumed"]``) and whose scale was not changed since. Points are written in
+data coordinates (voxels of the tomogram the layer's ``data`` refers to; the layer ``translate``
+is a display offset and is not applied).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -40,24 +45,56 @@ __all__ = [
     "voxel_size_nm_from_meta",
 ]
 
+log = logging.getLogger(__name__)
+
+_PIXEL_UNITS = ("", "pixel", "pixels", "px", "dimensionless")
+
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+def _is_pixel_unit(unit: Any) -> bool:
+    return unit is None or str(unit).strip() in _PIXEL_UNITS
+
+
 def _unit_to_nm_factor(unit: Any) -> float:
-    """Factor that converts a length in ``unit`` to nm; 1.0 for None, "pixel" or non-lengths."""
-    if unit is None:
+    """Factor that converts a length in ``unit`` to nm; 1.0 for None and "pixel"; 1.0 with a
+    logged warning for a unit that is not a length (or that pint does not know)."""
+    if _is_pixel_unit(unit):
         return 1.0
     text = str(unit).strip()
-    if text in ("", "pixel", "px", "dimensionless"):
-        return 1.0
     try:
         import pint
-
+    except ImportError:
+        log.warning("cannot convert the layer unit %r to nm (pint is not installed); taking the "
+                    "scale as nm", text)
+        return 1.0
+    try:
         registry = pint.get_application_registry()
         return float(registry.Quantity(1.0, text).to("nanometer").magnitude)
-    except Exception:  # pint missing, unknown unit or not a length: assume nm
+    except Exception as exc:  # unknown unit, or not a length
+        log.warning("the layer unit %r is not a length (%s); taking the scale as nm", text, exc)
         return 1.0
+
+
+def _points_voxel_size_nm(meta: Mapping[str, Any]) -> float | None:
+    """The x voxel size (nm) a Points writer should record, or None when the layer has none:
+    units "pixel" (a layer made in napari), or a voxel size the reader assumed (1 nm for SHREC
+    txt/CSV files) with the layer scale unchanged since."""
+    units = meta.get("units")
+    if units is not None and all(u is not None and _is_pixel_unit(u) for u in list(units)[-3:]):
+        return None
+    md = _layer_metadata(meta)
+    voxel_size = voxel_size_nm_from_meta(meta, 3)
+    if md.get("voxel_size_assumed") is True:
+        assumed = md.get("voxel_size_nm", 1.0)
+        try:
+            assumed_zyx = np.broadcast_to(np.asarray(assumed, dtype=float), (3,))
+        except (TypeError, ValueError):
+            assumed_zyx = np.ones(3)
+        if np.allclose(voxel_size, assumed_zyx, rtol=1e-9, atol=0.0):
+            return None
+    return voxel_size[-1]
 
 
 def voxel_size_nm_from_meta(meta: Mapping[str, Any], ndim: int = 3) -> tuple[float, ...]:
@@ -93,7 +130,8 @@ def write_points_layer(path: str | os.PathLike, data: Any, meta: Mapping[str, An
     Args:
         path: target file (.txt SHREC, .star RELION, .csv).
         data: the layer data, (n, 3) voxels (z, y, x).
-        meta: the layer state (``features``, ``scale``, ``units``, ``metadata``).
+        meta: the layer state (``features``, ``scale``, ``units``, ``metadata``). The voxel
+            size comes from ``scale``/``units``, or is left unknown (see the module notes).
         format: "shrec", "star" or "csv"; None picks it from the suffix.
         overwrite: replace an existing file (True for napari, which has asked the user).
         **format_options: passed to :func:`napari_shrec.io.particles.write_particles`.
@@ -105,10 +143,10 @@ def write_points_layer(path: str | os.PathLike, data: Any, meta: Mapping[str, An
     from .layers import points_layer_to_particles
 
     fmt = format or particle_format_from_path(path)
-    voxel_size = voxel_size_nm_from_meta(meta, 3)
+    voxel_size = _points_voxel_size_nm(meta)
     md = _layer_metadata(meta)
     particles = points_layer_to_particles(
-        data, meta.get("features"), voxel_size_nm=voxel_size[-1],
+        data, meta.get("features"), voxel_size_nm=voxel_size,
         metadata={"layer": meta.get("name")}, include_source=(fmt == "csv"))
     options = dict(format_options)
     if fmt == "shrec" and "flavour" not in options and md.get("flavour") == "shrec2021":

@@ -29,6 +29,7 @@ Conventions (the same for every layer built here):
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,6 +52,7 @@ __all__ = [
     "as_label_array",
     "class_color",
     "class_colors",
+    "class_color_cycle",
     "class_diameter_vox",
     "labels_colormap",
     "volume_to_image_layer",
@@ -60,6 +62,8 @@ __all__ = [
     "particles_to_features",
     "points_layer_to_particles",
 ]
+
+log = logging.getLogger(__name__)
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 """``(data, kwargs, layer_type)`` as napari readers return it."""
@@ -132,6 +136,15 @@ def class_colors(names: Iterable[str], class_table: ClassTable | None = None
     return colors
 
 
+def class_color_cycle(categories: Iterable[str], class_table: ClassTable | None = None
+                      ) -> dict[str, Any]:
+    """A Points ``face_color_cycle`` colouring the ``class`` feature: ``{"colormap": {name:
+    RGBA}, "fallback_color": [grey]}`` with the table's colours (default ``SHREC21_TABLE``) plus
+    stable hashed colours for ``categories`` the table does not know."""
+    return {"colormap": class_colors(categories, class_table),
+            "fallback_color": [_FALLBACK_RGBA]}
+
+
 def class_diameter_vox(name: str, voxel_size_nm: float,
                        class_table: ClassTable | None = None) -> float:
     """Display diameter of a class in voxels: twice the equivalent-sphere radius (nm) over the
@@ -201,12 +214,17 @@ def contrast_limits_from_sample(data: Any, percentiles: tuple[float, float] = (0
     return (lo, hi)
 
 
-def _volume_metadata(volume: Volume, kind: str, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+def _volume_metadata(volume: Volume, kind: str, extra: Mapping[str, Any] | None,
+                     voxel_size_nm: float | Sequence[float] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "kind": kind,
         "voxel_size_nm": tuple(volume.voxel_size_nm),
         "origin_nm": tuple(volume.origin_nm),
     }
+    if voxel_size_nm is not None:  # the layer's voxel size is imposed, not the file's own
+        meta["voxel_size_nm"] = _voxel_size_zyx(voxel_size_nm)
+        if volume.metadata.get("voxel_size_from_header", True):
+            meta["header_voxel_size_nm"] = tuple(float(v) for v in volume.voxel_size_nm)
     source = volume.metadata.get("source")
     if source is not None:
         meta["source"] = str(source)
@@ -217,9 +235,29 @@ def _volume_metadata(volume: Volume, kind: str, extra: Mapping[str, Any] | None)
     return meta
 
 
+_VOXEL_SIZE_RTOL = 1e-3
+
+
+def _layer_voxel_size(volume: Volume, voxel_size_nm: float | Sequence[float] | None
+                      ) -> tuple[float, float, float]:
+    """(z, y, x) voxel size (nm) of a volume's layer: ``voxel_size_nm`` when given (a warning
+    when the file's header says something else by more than 0.1 %), else the volume's own."""
+    if voxel_size_nm is None:
+        return _voxel_size_zyx(volume.voxel_size_nm)
+    wanted = _voxel_size_zyx(voxel_size_nm)
+    if volume.metadata.get("voxel_size_from_header", True):
+        own = _voxel_size_zyx(volume.voxel_size_nm)
+        if not np.allclose(own, wanted, rtol=_VOXEL_SIZE_RTOL, atol=0.0):
+            log.warning("%s: header voxel size %s nm differs from the %s nm used for the layer",
+                        volume.metadata.get("source", "volume"),
+                        tuple(round(v, 6) for v in own), tuple(round(v, 6) for v in wanted))
+    return wanted
+
+
 def _spatial_kwargs(volume: Volume, translate_zyx_vox: Sequence[float],
-                    use_origin: bool) -> dict[str, Any]:
-    scale = _voxel_size_zyx(volume.voxel_size_nm)
+                    use_origin: bool,
+                    voxel_size_nm: float | Sequence[float] | None = None) -> dict[str, Any]:
+    scale = _layer_voxel_size(volume, voxel_size_nm)
     origin = volume.origin_nm if use_origin else (0.0, 0.0, 0.0)
     return {
         "scale": scale,
@@ -237,6 +275,7 @@ def volume_to_image_layer(
     translate_zyx_vox: Sequence[float] = (0.0, 0.0, 0.0),
     metadata: Mapping[str, Any] | None = None,
     use_origin: bool = False,
+    voxel_size_nm: float | Sequence[float] | None = None,
     colormap: str = "gray",
     contrast_limits: tuple[float, float] | None = None,
     opacity: float = 1.0,
@@ -256,6 +295,11 @@ def volume_to_image_layer(
         colormap, opacity, blending: napari display options.
         contrast_limits: fixed limits; by default the 0.5–99.5 percentiles of a strided sample
             (a few slices), so opening a memory-mapped 512³ file does not read it whole.
+        voxel_size_nm: the layer's voxel size (nm; scalar or (z, y, x)) instead of the
+            volume's own, e.g. the dataset's voxel size for every file of a dataset folder (a
+            mask header often holds none). A warning is logged when the file's header gives a
+            different one (> 0.1 %); ``metadata`` also holds ``header_voxel_size_nm`` when
+            the header has one.
 
     Returns:
         ``(data, kwargs, "image")`` with ``scale`` = voxel size in nm (z, y, x), ``units`` nm.
@@ -265,13 +309,13 @@ def volume_to_image_layer(
         contrast_limits = contrast_limits_from_sample(data)
     kwargs: dict[str, Any] = {
         "name": name,
-        **_spatial_kwargs(volume, translate_zyx_vox, use_origin),
+        **_spatial_kwargs(volume, translate_zyx_vox, use_origin, voxel_size_nm),
         "contrast_limits": tuple(float(c) for c in contrast_limits),
         "colormap": colormap,
         "visible": bool(visible),
         "opacity": float(opacity),
         "blending": blending,
-        "metadata": _volume_metadata(volume, "volume", metadata),
+        "metadata": _volume_metadata(volume, "volume", metadata, voxel_size_nm),
     }
     if volume.metadata.get("is_image_stack"):
         kwargs["axis_labels"] = ("image", "y", "x")
@@ -331,6 +375,7 @@ def class_mask_to_labels_layer(
     translate_zyx_vox: Sequence[float] = (0.0, 0.0, 0.0),
     metadata: Mapping[str, Any] | None = None,
     use_origin: bool = False,
+    voxel_size_nm: float | Sequence[float] | None = None,
     opacity: float = 0.5,
 ) -> LayerDataTuple:
     """A Labels layer-data tuple for a class mask whose values are ``class_table`` ids.
@@ -342,7 +387,7 @@ def class_mask_to_labels_layer(
 
     Args:
         volume: the mask (z, y, x); float data is converted with :func:`as_label_array`.
-        name, visible, translate_zyx_vox, metadata, use_origin: as in
+        name, visible, translate_zyx_vox, metadata, use_origin, voxel_size_nm: as in
             :func:`volume_to_image_layer`.
         class_table: the table the ids refer to (default: ``SHREC21_TABLE``).
         opacity: layer opacity.
@@ -354,12 +399,12 @@ def class_mask_to_labels_layer(
         "index": np.asarray([0, *names.keys()], dtype=np.int64),
         "class": ["background", *names.values()],
     })
-    meta = _volume_metadata(volume, "class_mask", None)
+    meta = _volume_metadata(volume, "class_mask", None, voxel_size_nm)
     meta["class_names"] = dict(names)
     meta.update(metadata or {})
     kwargs: dict[str, Any] = {
         "name": name,
-        **_spatial_kwargs(volume, translate_zyx_vox, use_origin),
+        **_spatial_kwargs(volume, translate_zyx_vox, use_origin, voxel_size_nm),
         "colormap": labels_colormap(table),
         "features": features,
         "visible": bool(visible),
@@ -378,21 +423,23 @@ def occupancy_to_labels_layer(
     translate_zyx_vox: Sequence[float] = (0.0, 0.0, 0.0),
     metadata: Mapping[str, Any] | None = None,
     use_origin: bool = False,
+    voxel_size_nm: float | Sequence[float] | None = None,
     opacity: float = 0.5,
 ) -> LayerDataTuple:
     """A Labels layer-data tuple for an occupancy mask (voxel value = 1-based particle row).
 
     Colours are napari's default cyclic label colours (one per particle). When ``particles`` is
     given, ``features`` holds ``index`` (particle id = row + 1) and ``class`` per particle, so the
-    status bar shows the class of the particle under the cursor.
+    status bar shows the class of the particle under the cursor. ``voxel_size_nm`` and the
+    other keywords: as in :func:`volume_to_image_layer`.
     """
     data = as_label_array(volume.data)
     kwargs: dict[str, Any] = {
         "name": name,
-        **_spatial_kwargs(volume, translate_zyx_vox, use_origin),
+        **_spatial_kwargs(volume, translate_zyx_vox, use_origin, voxel_size_nm),
         "visible": bool(visible),
         "opacity": float(opacity),
-        "metadata": _volume_metadata(volume, "occupancy_mask", metadata),
+        "metadata": _volume_metadata(volume, "occupancy_mask", metadata, voxel_size_nm),
     }
     if particles is not None and len(particles):
         kwargs["features"] = pd.DataFrame({
@@ -527,7 +574,6 @@ def particles_to_points_layer(
     elif default_class not in categories:
         features["class"] = features["class"].cat.add_categories([default_class])
         categories.append(default_class)
-    colors = class_colors(categories, table)
     # sizes are in data units (voxels); use the x voxel size for the nm → voxel conversion
     diameters = {c: class_diameter_vox(c, scale[2], table) for c in categories}
     data = particles.coords_zyx() if len(particles) else np.zeros((0, 3), dtype=np.float64)
@@ -558,7 +604,7 @@ def particles_to_points_layer(
         "features": features,
         "feature_defaults": _feature_defaults(features, default_class),
         "face_color": "class",
-        "face_color_cycle": {"colormap": colors, "fallback_color": [_FALLBACK_RGBA]},
+        "face_color_cycle": class_color_cycle(categories, table),
         "border_color": "source",
         "border_color_cycle": {"colormap": dict(_SOURCE_BORDER_COLORS),
                                "fallback_color": [_FALLBACK_RGBA]},

@@ -44,11 +44,11 @@ from qtpy.QtWidgets import (
 )
 
 from .._workers import TaskRunner
-from ..core.classes import SHREC21_TABLE, ClassTable
+from ..core.classes import ClassTable
 from ..core.particles import ParticleList
 from ..core.progress import CancelToken, ProgressCallback, ProgressReporter
 from ..core.score import OUTCOMES, SCORE_MODES, ScoreParams, ScoreResult, score_submissions
-from ..layers import class_colors, particles_to_points_layer, points_layer_to_particles
+from ..layers import class_color_cycle, particles_to_points_layer, points_layer_to_particles
 from ._task_status import TaskStatusWidget
 
 if TYPE_CHECKING:
@@ -139,29 +139,26 @@ def run_scoring(
     reporter.start("reading ground truth")
     warnings: list[str] = []
     if gt.dataset_folder is not None:
-        from ..io.dataset import load_dataset
+        from ..io.dataset import load_dataset, scoring_ground_truth
 
         ds = load_dataset(gt.dataset_folder)
-        chosen = {"napari-shrec": "native", "shrec2020": "shrec2020",
-                  "shrec2021": "shrec2021"}[ds.flavour] if mode == MODE_AUTO else mode
+        truth = scoring_ground_truth(ds)
+        chosen = truth.default_mode if mode == MODE_AUTO else mode
         vs = float(ds.voxel_size_nm)
-        recon_scale = (vs, vs, vs)
-        offset = int(ds.grandmodel_z_offset)
-        if chosen == "native":
-            # predictions into the grandmodel frame (the masks' frame)
-            frame_translate = (offset * vs, 0.0, 0.0)
-        else:
-            # shrec2020 pads the mask by the offset itself; shrec2021 has one frame
-            frame_translate = (0.0, 0.0, 0.0)
+        frame_scale = (vs, vs, vs)
+        offset = truth.z_offset
+        # predictions come in the reconstruction frame (its layer sits at the world origin);
+        # shrec2020 mode pads the masks by the offset itself, every other mode scores in the
+        # masks' (grandmodel) frame
+        frame_translate = (0.0, 0.0, 0.0) if chosen == "shrec2020" else (offset * vs, 0.0, 0.0)
         params = ScoreParams(mode=chosen,  # type: ignore[arg-type]
                              count_unknown_as_misclassified=count_unknown_as_misclassified,
-                             z_offset=offset if chosen == "shrec2020" else 156)
-        occupancy = ds.read_volume("occupancy_mask").data
-        gt_particles = ds.particles
+                             z_offset=offset)
+        occupancy = truth.occupancy_mask
+        gt_particles = truth.particles
         gt_translate = (offset * vs, 0.0, 0.0)
-        class_table = None
-        label = str(ds.folder)
-        frame_scale = recon_scale
+        class_table = truth.class_table
+        label = truth.description
     else:
         if gt.particles is None or gt.occupancy_mask is None:
             raise ValueError("choose a ground-truth Points layer and an occupancy Labels layer")
@@ -200,6 +197,11 @@ def _figure_pixmap(fig: Any, width_px: int) -> QPixmap:
     return pixmap
 
 
+#: ``outcome`` of points added to a prediction layer after it was scored (an extra category of
+#: the layer's ``outcome`` feature: napari cannot colour a missing categorical value).
+UNSCORED = "unscored"
+
+
 class ScoreWidget(QWidget):
     """The Score dock widget (see the module docstring)."""
 
@@ -209,6 +211,7 @@ class ScoreWidget(QWidget):
         self.runner = TaskRunner()
         self.last_output: ScoringOutput | None = None
         self._scored_layers: dict[str, Any] = {}
+        self._scored_data: dict[str, np.ndarray] = {}
 
         # --- ground truth
         self.gt_source = QComboBox()
@@ -442,7 +445,8 @@ class ScoreWidget(QWidget):
         gt_world = self._world_particles(self.viewer.layers[points_name])
         return GroundTruthSpec(
             particles=_in_frame(gt_world, scale, translate),  # type: ignore[arg-type]
-            occupancy_mask=np.asarray(occupancy_layer.data),
+            # a copy: painting on the layer while a worker thread scores cannot race with it
+            occupancy_mask=np.array(occupancy_layer.data, copy=True),
             frame_scale_nm=scale,  # type: ignore[arg-type]
             frame_translate_nm=translate,  # type: ignore[arg-type]
             label=f"layers {points_name!r} + {occupancy_name!r}")
@@ -461,6 +465,9 @@ class ScoreWidget(QWidget):
             self._show_error(exc)
             return
         self._scored_layers = {name: self.viewer.layers[name] for name in names}
+        # what was scored: outcomes are written back only onto layers still holding this data
+        self._scored_data = {name: np.array(layer.data, copy=True)
+                             for name, layer in self._scored_layers.items()}
         self.runner.start(run_scoring, gt, submissions, self.mode_combo.currentText(),
                           self.unknown_check.isChecked(), on_result=self._on_result,
                           on_error=self._show_error, description="Scoring")
@@ -495,13 +502,24 @@ class ScoreWidget(QWidget):
         self.plot_choice.blockSignals(False)
         self._show_confusion()
         self._show_f1_plot()
+        stale: list[str] = []
         for result in output.results:
             layer = self._scored_layers.get(result.submission)
             if layer is not None and layer in self.viewer.layers:
-                self._annotate_layer(layer, result)
+                scored = self._scored_data.get(result.submission)
+                if scored is not None and np.array_equal(np.asarray(layer.data), scored):
+                    self._annotate_layer(layer, result)
+                else:
+                    log.warning("%s changed while it was scored; outcomes not written",
+                                layer.name)
+                    stale.append(layer.name)
             self._update_missed_layer(output, result)
         self._apply_colouring(self.color_by.currentText())
         self.save_button.setEnabled(True)
+        if stale:
+            self.status.status.setText(
+                f"Done; {', '.join(stale)} changed while being scored: outcomes not written "
+                "(score again)")
 
     def _plot_width(self) -> int:
         return max(self.tabs.width() - 24, 320)
@@ -525,15 +543,25 @@ class ScoreWidget(QWidget):
 
     @staticmethod
     def _annotate_layer(layer: Any, result: ScoreResult) -> None:
-        """Write ``hit_particle`` and ``outcome`` features onto a prediction layer."""
+        """Write ``hit_particle`` and ``outcome`` features onto a prediction layer.
+
+        The layer's ``feature_defaults`` (class, source, … of points added later) are kept:
+        assigning ``features`` makes napari take them from the last row, so they are saved
+        first and assigned back. New points get ``hit_particle`` 0 and ``outcome``
+        :data:`UNSCORED` (grey when coloured by outcome)."""
         if len(layer.data) != len(result.outcome):
             log.warning("%s changed while it was scored; outcomes not written", layer.name)
             return
+        defaults = layer.feature_defaults
+        saved = defaults.iloc[0].to_dict() if len(defaults) else {}
         features = layer.features.copy() if len(layer.features.columns) else pd.DataFrame(
             index=pd.RangeIndex(len(layer.data)))
         features["hit_particle"] = result.hit_particle.astype(np.int64)
-        features["outcome"] = pd.Categorical(result.outcome.astype(str), categories=OUTCOMES)
+        features["outcome"] = pd.Categorical(result.outcome.astype(str),
+                                             categories=[*OUTCOMES, UNSCORED])
         layer.features = features
+        # reassign the whole row: napari ignores edits made in place on feature_defaults
+        layer.feature_defaults = {**saved, "hit_particle": 0, "outcome": UNSCORED}
         summary = {key: getattr(result, key) for key in ("RR", "TP", "FP", "FN", "MH", "RO",
                                                           "F1", "mean_class_F1")}
         layer.metadata = {**(layer.metadata or {}), "score": summary}
@@ -562,8 +590,8 @@ class ScoreWidget(QWidget):
                 layer.face_color = "outcome"
             elif mode == "class" and "class" in layer.features:
                 names = [str(c) for c in pd.Categorical(layer.features["class"]).categories]
-                layer.face_color_cycle = {"colormap": class_colors(names, SHREC21_TABLE),
-                                          "fallback_color": grey}
+                table = self.last_output.class_table if self.last_output is not None else None
+                layer.face_color_cycle = class_color_cycle(names, table)
                 layer.face_color = "class"
 
     def _save_json(self) -> None:
