@@ -56,6 +56,19 @@ def _add(viewer, layer_tuple):
     return getattr(viewer, f"add_{kind}")(data, **kwargs)
 
 
+def _widget_on_dataset(tmp_path, phantom, viewer, qtbot):
+    """A dataset folder of the phantom, a "picks" prediction layer and a Score widget aimed at
+    both; returns (layer, widget)."""
+    folder = write_dataset(tmp_path / "ds", particles=phantom.particles,
+                           volumes={"occupancy_mask": phantom.occupancy_mask})
+    layer = _add(viewer, particles_to_points_layer(_picks(phantom.particles), "picks",
+                                                   source="predicted"))
+    widget = ScoreWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.dataset_edit.setText(str(folder))
+    return layer, widget
+
+
 def test_scores_a_dataset_folder_and_writes_outcomes_back(tmp_path, phantom, viewer, qtbot):
     folder = write_dataset(tmp_path / "ds", particles=phantom.particles,
                            volumes={"occupancy_mask": phantom.occupancy_mask,
@@ -149,13 +162,7 @@ def test_scoring_in_a_worker_thread(tmp_path, phantom, qtbot):
     set_threading(True)
     try:
         viewer = ViewerModel()
-        folder = write_dataset(tmp_path / "ds", particles=phantom.particles,
-                               volumes={"occupancy_mask": phantom.occupancy_mask})
-        _add(viewer, particles_to_points_layer(_picks(phantom.particles), "picks",
-                                               source="predicted"))
-        widget = ScoreWidget(viewer)
-        qtbot.addWidget(widget)
-        widget.dataset_edit.setText(str(folder))
+        _, widget = _widget_on_dataset(tmp_path, phantom, viewer, qtbot)
         progress = []
         widget.runner.progressed.connect(lambda d, t, m: progress.append((d, t)))
         widget.start_scoring()
@@ -239,13 +246,7 @@ def test_scoring_keeps_the_feature_defaults_of_points_added_later(tmp_path, phan
 
 def test_outcomes_are_not_written_onto_a_layer_changed_while_scoring(tmp_path, phantom, viewer,
                                                                     qtbot, monkeypatch):
-    folder = write_dataset(tmp_path / "ds", particles=phantom.particles,
-                           volumes={"occupancy_mask": phantom.occupancy_mask})
-    layer = _add(viewer, particles_to_points_layer(_picks(phantom.particles), "picks",
-                                                   source="predicted"))
-    widget = ScoreWidget(viewer)
-    qtbot.addWidget(widget)
-    widget.dataset_edit.setText(str(folder))
+    layer, widget = _widget_on_dataset(tmp_path, phantom, viewer, qtbot)
     # a worker thread that has not finished yet: keep the task, run it after the edit
     tasks = []
     monkeypatch.setattr(widget.runner, "start",
@@ -296,13 +297,7 @@ def test_colouring_by_class_uses_the_scored_class_table(tmp_path, phantom, viewe
 
     from napari_shrec.core.classes import SHREC21_TABLE, ClassTable
 
-    folder = write_dataset(tmp_path / "ds", particles=phantom.particles,
-                           volumes={"occupancy_mask": phantom.occupancy_mask})
-    layer = _add(viewer, particles_to_points_layer(_picks(phantom.particles), "picks",
-                                                   source="predicted"))
-    widget = ScoreWidget(viewer)
-    qtbot.addWidget(widget)
-    widget.dataset_edit.setText(str(folder))
+    layer, widget = _widget_on_dataset(tmp_path, phantom, viewer, qtbot)
     widget.start_scoring()
     blue = (0.0, 0.0, 1.0)
     custom = ClassTable(dataclasses.replace(c, color=blue) if c.name == "1s3x" else c

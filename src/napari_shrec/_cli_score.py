@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+
+if TYPE_CHECKING:
+    from .io.dataset import ScoringGroundTruth
 
 __all__ = ["add_parser", "run"]
 
@@ -44,16 +45,6 @@ See docs/scoring.md for every metric and the JSON schema.
 
 class _CliError(Exception):
     """A user-facing error: printed without a traceback, exit code 2."""
-
-
-@dataclass
-class _GroundTruth:
-    particles: Any  # ParticleList
-    mask: np.ndarray
-    default_mode: str
-    z_offset: int | None
-    class_table: Any  # ClassTable | None
-    description: str
 
 
 def add_parser(subparsers: Any) -> None:
@@ -161,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         predictions = _read_submission(path)
         progress, close = _progress_bar(name)
         try:
-            result = score_submission(gt.particles, gt.mask, predictions, params,
+            result = score_submission(gt.particles, gt.occupancy_mask, predictions, params,
                                       class_table=gt.class_table, submission_name=name,
                                       progress=progress)
         except UnknownClassLabelsError as exc:  # names its own source (GT or submission)
@@ -252,23 +243,15 @@ def _read_submission(path: Path) -> Any:
         raise _CliError(_naming(exc, path)) from None
 
 
-def _load_ground_truth(gt: list[Path]) -> _GroundTruth:
-    if len(gt) == 1:
-        from .io.dataset import load_dataset, scoring_ground_truth
+def _load_ground_truth(gt: list[Path]) -> ScoringGroundTruth:
+    from .io.dataset import ScoringGroundTruth, load_dataset, scoring_ground_truth
 
+    if len(gt) == 1:
         folder = gt[0]
         try:
-            truth = scoring_ground_truth(load_dataset(folder))
+            return scoring_ground_truth(load_dataset(folder))
         except (ValueError, KeyError, OSError) as exc:
             raise _CliError(_naming(exc, folder)) from None
-        return _GroundTruth(
-            particles=truth.particles,
-            mask=truth.occupancy_mask,
-            default_mode=truth.default_mode,
-            z_offset=truth.z_offset,
-            class_table=truth.class_table,
-            description=truth.description,
-        )
 
     from .io.mrc import read_mrc
     from .io.particles import read_particles
@@ -282,12 +265,12 @@ def _load_ground_truth(gt: list[Path]) -> _GroundTruth:
         mask = read_mrc(mask_file).data
     except (ValueError, OSError) as exc:
         raise _CliError(_naming(exc, mask_file)) from None
-    return _GroundTruth(
+    return ScoringGroundTruth(
         particles=particles,
-        mask=mask,
+        occupancy_mask=mask,
+        class_table=None,
         default_mode="native",
         z_offset=None,
-        class_table=None,
         description=f"{particle_file} ({len(particles)} particles) + {mask_file} "
                     f"(mask {tuple(mask.shape)})",
     )

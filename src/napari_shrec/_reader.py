@@ -127,28 +127,19 @@ def _looks_like_particle_file(p: Path) -> bool:
         header = {h.strip().strip('"').lower() for h in first.split(",")}
         return {"x", "y", "z"} <= header and bool({"class", "class_name"} & header)
     fields = first.split()
-    if len(fields) < 4 or _parses_as_number(fields[0]):
+    if len(fields) < 4 or _number(fields[0]) is not None:
         return False
-    return all(_is_finite_number(f) for f in fields[1:4])
+    return all((v := _number(f)) is not None and math.isfinite(v) for f in fields[1:4])
 
 
-def _parses_as_number(token: str) -> bool:
+def _number(token: str) -> float | None:
+    """``token`` parsed as the SHREC reader parses numbers, or None."""
     from .io._particles_common import parse_float
 
     try:
-        parse_float(token)
+        return parse_float(token)
     except ValueError:
-        return False
-    return True
-
-
-def _is_finite_number(token: str) -> bool:
-    from .io._particles_common import parse_float
-
-    try:
-        return math.isfinite(parse_float(token))
-    except ValueError:
-        return False
+        return None
 
 
 def get_particles_reader(path: PathOrPaths) -> ReaderFunction | None:

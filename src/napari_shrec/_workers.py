@@ -31,7 +31,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,7 +145,6 @@ class TaskRunner:
         self._current: _Task | None = None
         self._busy = False
         self._bridge: Any = None  # _Bridge QObject, made on the first threaded task
-        self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------------- public API
     @property
@@ -192,9 +190,8 @@ class TaskRunner:
         if previous is not None and self._busy:
             previous.token.cancel()
             self._close_pbar(previous)
-        with self._lock:
-            self._generation += 1
-            generation = self._generation
+        self._generation += 1  # start() runs in the main thread only
+        generation = self._generation
         task = _Task(generation=generation, description=description or _func_name(func),
                      token=CancelToken(), on_result=on_result, on_error=on_error,
                      on_cancelled=on_cancelled, on_progress=on_progress)
@@ -383,29 +380,40 @@ class TaskRunner:
 # ---------------------------------------------------------------------------------------------
 # Qt plumbing (imported lazily)
 # ---------------------------------------------------------------------------------------------
+_BRIDGE_CLASS: Any = None
+
+
 def _make_bridge(on_progress: Callable[..., None], on_done: Callable[..., None]) -> Any:
     """A QObject living in the calling (main) thread whose signals, emitted from a worker
-    thread, are delivered in the main thread (queued connections)."""
-    from qtpy.QtCore import QObject, Signal, Slot
+    thread, are delivered in the main thread (queued connections). The class is built once,
+    on first use, so that Qt is imported only when a threaded task starts."""
+    global _BRIDGE_CLASS
+    if _BRIDGE_CLASS is None:
+        from qtpy.QtCore import QObject, Signal, Slot
 
-    class _Bridge(QObject):
-        progressed = Signal(int, object, object, object)
-        done = Signal(int, bool, object)
+        class _Bridge(QObject):
+            progressed = Signal(int, object, object, object)
+            done = Signal(int, bool, object)
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.progressed.connect(self._relay_progress)
-            self.done.connect(self._relay_done)
+            def __init__(self, on_progress: Callable[..., None],
+                         on_done: Callable[..., None]) -> None:
+                super().__init__()
+                self._on_progress = on_progress
+                self._on_done = on_done
+                self.progressed.connect(self._relay_progress)
+                self.done.connect(self._relay_done)
 
-        @Slot(int, object, object, object)
-        def _relay_progress(self, generation: int, done: Any, total: Any, message: Any) -> None:
-            on_progress(generation, done, total, message)
+            @Slot(int, object, object, object)
+            def _relay_progress(self, generation: int, done: Any, total: Any,
+                                message: Any) -> None:
+                self._on_progress(generation, done, total, message)
 
-        @Slot(int, bool, object)
-        def _relay_done(self, generation: int, ok: bool, payload: Any) -> None:
-            on_done(generation, ok, payload)
+            @Slot(int, bool, object)
+            def _relay_done(self, generation: int, ok: bool, payload: Any) -> None:
+                self._on_done(generation, ok, payload)
 
-    return _Bridge()
+        _BRIDGE_CLASS = _Bridge
+    return _BRIDGE_CLASS(on_progress, on_done)
 
 
 def _call(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any],

@@ -91,8 +91,7 @@ def _run_info(args: argparse.Namespace) -> int:
             ds = load_dataset(path)
             print(f"{path}: {ds.flavour} dataset, {len(ds.particles)} particles, voxel size "
                   f"{ds.voxel_size_nm:g} nm, grandmodel z offset {ds.grandmodel_z_offset}")
-            for name, vpath in ds.volume_paths.items():
-                header = read_mrc_header(vpath)
+            for name, header in ds.headers.items():
                 print(f"  {name:22s} {header['shape_zyx']} {header['dtype']}")
             _print_counts(ds.particles.class_counts())
         elif path.suffix.lower() in MRC_SUFFIXES:

@@ -117,6 +117,7 @@ class ShrecDataset:
         grandmodel_z_offset: z voxels from the reconstruction frame to the grandmodel frame
             (reconstruction z = grandmodel z + offset); 156 for SHREC'20, else usually 0.
         simulation: contents of simulation.json, or None.
+        headers: {volume name: :func:`~napari_shrec.io.mrc.read_mrc_header` of its file}.
     """
 
     folder: Path
@@ -127,6 +128,7 @@ class ShrecDataset:
     voxel_size_nm: float
     grandmodel_z_offset: int
     simulation: dict[str, Any] | None = None
+    headers: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     _expected_mask_ids: dict[int, str] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ volumes
@@ -321,6 +323,7 @@ def load_dataset(folder: str | os.PathLike) -> ShrecDataset:
         voxel_size_nm=voxel_size_nm,
         grandmodel_z_offset=z_offset,
         simulation=simulation,
+        headers=headers,
         _expected_mask_ids=expected_ids,
     )
 
@@ -481,7 +484,8 @@ class ScoringGroundTruth:
         class_table: the dataset's class table when its ground truth has classes beyond the
             SHREC tables, else None (the scorer then uses its mode's default table).
         default_mode: the scoring mode of the dataset's flavour.
-        z_offset: the dataset's grandmodel z offset (reconstruction z = grandmodel z + offset).
+        z_offset: the dataset's grandmodel z offset (reconstruction z = grandmodel z + offset);
+            None for a ground truth given as two files (no dataset, no known offset).
         description: one line naming the folder, flavour, particle count and mask shape.
     """
 
@@ -489,7 +493,7 @@ class ScoringGroundTruth:
     occupancy_mask: np.ndarray
     class_table: ClassTable | None
     default_mode: str
-    z_offset: int
+    z_offset: int | None
     description: str
 
 

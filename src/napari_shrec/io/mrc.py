@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mrcfile
@@ -62,70 +64,74 @@ def read_mrc(path: str | os.PathLike, *, mmap: bool = True,
         MrcReadError: the file is not a readable MRC file (message names the file and the cause).
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no such MRC file: {p}")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            opener = mrcfile.mmap if mmap else mrcfile.open
-            mrc = opener(p, mode="r", permissive=True)
-        if mrc.data is None:
-            mrc.close()
-            raise MrcReadError(f"{p}: not a valid MRC file ({_warning_text(caught)})")
-        voxel_size_nm, from_header = _voxel_size_nm_from_header(mrc, p, default_voxel_size_nm)
-        origin = mrc.header.origin
-        origin_nm = (float(origin.z) / 10.0, float(origin.y) / 10.0, float(origin.x) / 10.0)
-        metadata = {
-            "source": str(p),
-            "voxel_size_from_header": from_header,
-            "mrc_mode": int(mrc.header.mode),
-            "is_image_stack": bool(mrc.is_image_stack()),
-        }
-        if caught:
-            metadata["header_warnings"] = _warning_text(caught)
+    with _open_mrc(p, mmap) as (mrc, caught):
+        header = _header_fields(mrc, p, default_voxel_size_nm)
         if mmap:
             # a plain numpy memmap of the data block, independent of the MrcFile's lifetime
             data = np.memmap(p, dtype=mrc.data.dtype, mode="r", offset=mrc.data.offset,
                              shape=mrc.data.shape)
         else:
             data = np.array(mrc.data)
-        mrc.close()
-        if data.ndim == 2:
-            data = data[np.newaxis]
-        return Volume(data=data, voxel_size_nm=voxel_size_nm, origin_nm=origin_nm,
-                      metadata=metadata)
-    except MrcReadError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise MrcReadError(f"{p}: cannot read as MRC: {exc}") from exc
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    metadata = {
+        "source": str(p),
+        "voxel_size_from_header": header["voxel_size_from_header"],
+        "mrc_mode": header["mode"],
+        "is_image_stack": header["is_image_stack"],
+    }
+    if caught:
+        metadata["header_warnings"] = _warning_text(caught)
+    return Volume(data=data, voxel_size_nm=header["voxel_size_nm"], origin_nm=header["origin_nm"],
+                  metadata=metadata)
 
 
 def read_mrc_header(path: str | os.PathLike) -> dict:
     """Shape (z, y, x), dtype, voxel size (nm, z y x) and origin of an MRC file, without its data."""
     p = Path(path)
+    with _open_mrc(p, mmap=True) as (mrc, _):
+        return _header_fields(mrc, p, DEFAULT_VOXEL_SIZE_NM)
+
+
+@contextmanager
+def _open_mrc(p: Path, mmap: bool) -> Iterator[tuple[mrcfile.mrcfile.MrcFile, list]]:
+    """Open ``p`` read-only (permissive), yield it with the header warnings, always close it.
+
+    Raises FileNotFoundError, or MrcReadError naming the file."""
     if not p.is_file():
         raise FileNotFoundError(f"no such MRC file: {p}")
     try:
-        with mrcfile.mmap(p, mode="r", permissive=True) as mrc:
-            if mrc.data is None:
-                raise MrcReadError(f"{p}: not a valid MRC file")
-            vs, from_header = _voxel_size_nm_from_header(mrc, p, DEFAULT_VOXEL_SIZE_NM)
-            o = mrc.header.origin
-            shape = mrc.data.shape if mrc.data.ndim == 3 else (1,) + mrc.data.shape
-            return {
-                "path": str(p),
-                "shape_zyx": tuple(int(s) for s in shape),
-                "dtype": str(mrc.data.dtype),
-                "voxel_size_nm": vs,
-                "voxel_size_from_header": from_header,
-                "origin_nm": (float(o.z) / 10, float(o.y) / 10, float(o.x) / 10),
-                "mode": int(mrc.header.mode),
-                "is_image_stack": bool(mrc.is_image_stack()),
-            }
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mrc = (mrcfile.mmap if mmap else mrcfile.open)(p, mode="r", permissive=True)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MrcReadError(f"{p}: cannot read as MRC: {exc}") from exc
+    try:
+        if mrc.data is None:
+            raise MrcReadError(f"{p}: not a valid MRC file ({_warning_text(caught)})")
+        yield mrc, caught
     except (ValueError, OSError, EOFError) as exc:
         if isinstance(exc, MrcReadError):
             raise
         raise MrcReadError(f"{p}: cannot read as MRC: {exc}") from exc
+    finally:
+        mrc.close()
+
+
+def _header_fields(mrc: mrcfile.mrcfile.MrcFile, p: Path, default_voxel_size_nm: float) -> dict:
+    vs, from_header = _voxel_size_nm_from_header(mrc, p, default_voxel_size_nm)
+    o = mrc.header.origin
+    shape = mrc.data.shape if mrc.data.ndim == 3 else (1,) + mrc.data.shape
+    return {
+        "path": str(p),
+        "shape_zyx": tuple(int(n) for n in shape),
+        "dtype": str(mrc.data.dtype),
+        "voxel_size_nm": vs,
+        "voxel_size_from_header": from_header,
+        "origin_nm": (float(o.z) / 10.0, float(o.y) / 10.0, float(o.x) / 10.0),
+        "mode": int(mrc.header.mode),
+        "is_image_stack": bool(mrc.is_image_stack()),
+    }
 
 
 _MRC_DTYPES = (np.int8, np.int16, np.uint16, np.float32, np.complex64, np.uint8, np.float16)
