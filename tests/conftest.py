@@ -29,3 +29,11 @@ def shrec_plugin() -> None:
     if "napari-shrec" not in pm:
         pm.discover(include_npe1=False)
     assert "napari-shrec" in pm, "napari-shrec is not installed (pip install -e .)"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_structure_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Downloads and computed structure maps go to a per-session folder, never the user's
+    cache, and no test reaches the real RCSB."""
+    os.environ["NAPARI_SHREC_CACHE_DIR"] = str(tmp_path_factory.mktemp("structure-cache"))
+    os.environ["NAPARI_SHREC_PDB_URL"] = "http://127.0.0.1:9/{pdb_id}.cif"  # discard port: refused
