@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ._cli_progress import progress_bar
 
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
     results = []
     for path, name in zip(submissions, names, strict=True):
         predictions = _read_submission(path)
-        progress, close = _progress_bar(name)
+        progress, close = progress_bar(name)
         try:
             result = score_submission(gt.particles, gt.occupancy_mask, predictions, params,
                                       class_table=gt.class_table, submission_name=name,
@@ -274,21 +275,3 @@ def _load_ground_truth(gt: list[Path]) -> ScoringGroundTruth:
         description=f"{particle_file} ({len(particles)} particles) + {mask_file} "
                     f"(mask {tuple(mask.shape)})",
     )
-
-
-# --------------------------------------------------------------------------- progress
-def _progress_bar(name: str) -> tuple[Callable[[int, int, str], None] | None, Callable[[], None]]:
-    """A tqdm progress callback on stderr when it is a terminal, else (None, no-op)."""
-    if not sys.stderr.isatty():
-        return None, lambda: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=1, desc=name, file=sys.stderr, leave=False, unit="step")
-
-    def update(done: int, total: int, message: str) -> None:
-        bar.total = max(total, 1)
-        bar.n = done
-        bar.set_postfix_str(message, refresh=False)
-        bar.refresh()
-
-    return update, bar.close
