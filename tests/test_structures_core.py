@@ -68,6 +68,12 @@ def test_integrated_potential_is_k_times_scattering_amplitude_at_zero() -> None:
     assert blurred.integrated_v_nm3 == pytest.approx(expected_v_nm3, rel=1e-6)
     assert potential.dtype == np.float32 and potential.shape[0] % 2 == 1
     assert len(set(potential.shape)) == 1
+    # No margin and atoms half a voxel off the grid: the box still holds every Gaussian tail.
+    edge_case = _model(["C", "C"], np.array([[0.0, 0.0, 0.0], [23.0, -23.0, 23.0]]))
+    tight, tight_info = potential_from_atoms(edge_case, voxel_size_nm=1.0, margin_nm=0.0)
+    assert tight_info.integrated_v_nm3 == pytest.approx(
+        POTENTIAL_CONSTANT_V_A2 * edge_case.scattering_a.sum() / 1000.0, rel=1e-6)
+    assert tight.sum() > 0 and tight.shape[0] % 2 == 1
 
 
 def test_voxel_averages_match_point_sampling_and_beat_aliasing() -> None:

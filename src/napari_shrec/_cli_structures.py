@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import warnings
 from pathlib import Path
@@ -318,5 +317,3 @@ def _view(structure_map: Any) -> int:
     napari.run()
     return 0
 
-
-logging.getLogger(__name__).addHandler(logging.NullHandler())

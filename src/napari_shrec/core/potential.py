@@ -20,8 +20,8 @@ Resolution. ``resolution_nm`` blurs with a Gaussian of σ = 0.225 · resolution 
 ``molmap`` convention, σ = d / (π √2)), applied as an extra B = 8π²σ².
 
 Box. Maps are cubic with an odd edge; the assembly's centre of mass sits at the centre voxel
-(index n // 2 along each axis, array order z, y, x). The box holds every atom plus ``margin_nm``
-plus four σ of the widest Gaussian, so any rotation about the centre stays inside it.
+(index n // 2 along each axis, array order z, y, x). The box holds every atom's voxel, its window of
+four σ of the widest Gaussian and ``margin_nm``, so any rotation about the centre stays inside it.
 """
 
 from __future__ import annotations
@@ -146,10 +146,12 @@ def potential_from_atoms(
     centre = model.centre_of_mass_xyz_a()
     relative = positions - centre  # Å, (m, 3) x, y, z
     radius = float(np.sqrt((relative ** 2).sum(axis=1)).max())
-    n = _box_edge(radius + margin_nm * 10.0 + 4.0 * sigma_max, voxel_a)
-    c = n // 2
     half_window = max(1, int(math.ceil(4.0 * sigma_max / voxel_a)))
     window = 2 * half_window + 1
+    # Half the box edge, in voxels: the farthest atom's voxel, its Gaussian window, the margin.
+    c = (int(math.ceil(radius / voxel_a + 0.5)) + half_window
+         + int(math.ceil(margin_nm * 10.0 / voxel_a)))
+    n = 2 * c + 1
     offsets = np.arange(-half_window, half_window + 1)
     edge_offsets = np.arange(-half_window, half_window + 2) - 0.5  # voxel edges, in voxels
 
@@ -180,8 +182,6 @@ def potential_from_atoms(
         iy = nearest[sl, 1, None] + offsets[None, :]
         ix = nearest[sl, 0, None] + offsets[None, :]
         flat = (iz[:, :, None, None] * n + iy[:, None, :, None]) * n + ix[:, None, None, :]
-        if flat.min() < 0 or flat.max() >= total:  # cannot happen: the box holds the tails
-            raise RuntimeError("atom window outside the map box")
         potential += np.bincount(flat.ravel(), weights=weights.ravel(), minlength=total)
         reporter.advance(f"atoms {stop}/{len(positions)}")
     potential = potential.reshape(n, n, n).astype(np.float32)
