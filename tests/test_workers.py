@@ -327,3 +327,25 @@ def test_generator_functions_report_progress_and_cancel(qtbot, threads, runner):
     _wait_idle(qtbot, runner)
     assert rec.cancelled == 1 and rec.results == [] and rec.errors == []
     assert rec.progress[-1][0] < 500
+
+
+def test_progress_delivered_after_done_does_not_overwrite_the_status(qtbot):
+    """Updating napari's progress bar processes Qt events; if the task's "done" arrives in
+    there, the older progress message must not be announced after it."""
+
+    class ReentrantRunner(TaskRunner):
+        def _update_pbar(self, task, done, total, message):
+            if message == "step 2":  # the "done" event sneaks in while the bar repaints
+                self._on_done(task.generation, True, "early")
+
+    set_threading(False)
+    try:
+        runner = ReentrantRunner(napari_progress=False, min_progress_interval_s=0.0)
+        events: list[str] = []
+        runner.progressed.connect(lambda d, t, m: events.append(f"progress {m}"))
+        runner.finished.connect(lambda state, text: events.append(f"finished {state}"))
+        runner.start(count_to, 2)
+        assert events[-1] == "finished done"
+        assert "progress step 2" not in events
+    finally:
+        set_threading(None)

@@ -300,6 +300,11 @@ class TaskRunner:
         assert task is not None
         done_i, total_i, text = int(done), int(total), str(message or "")
         self._update_pbar(task, done_i, total_i, text)
+        # Updating napari's progress bar processes pending Qt events, which may deliver this
+        # task's "done" (or start another task): announcing this older progress afterwards
+        # would overwrite the final status.
+        if not (self._busy and self._is_current(generation)):
+            return
         if task.on_progress is not None:
             try:
                 task.on_progress(done_i, total_i, text)
