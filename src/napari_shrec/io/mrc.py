@@ -26,7 +26,8 @@ __all__ = ["read_mrc", "write_mrc", "read_mrc_header", "MRC_SUFFIXES", "MrcReadE
 log = logging.getLogger(__name__)
 
 MRC_SUFFIXES: tuple[str, ...] = (".mrc", ".rec", ".map", ".st", ".mrcs", ".ali", ".ccp4")
-DEFAULT_VOXEL_SIZE_NM = 1.0  # the SHREC'20 voxel size, used when a header holds none
+DEFAULT_VOXEL_SIZE_NM = 1.0
+_LABEL = b"written by napari-shrec".ljust(80)  # the SHREC'20 voxel size, used when a header holds none
 
 
 class MrcReadError(ValueError):
@@ -176,6 +177,10 @@ def write_mrc(path: str | os.PathLike, volume: Volume | np.ndarray, *,
                 mrc.set_image_stack()
             else:
                 mrc.set_volume()
+            # mrcfile's default label holds the creation time; a fixed label makes the same
+            # data give the same bytes (reproducible simulations).
+            mrc.header.label[0] = _LABEL
+            mrc.header.nlabl = 1
     return Path(path)
 
 
