@@ -60,6 +60,8 @@ __all__ = [
     "TiltSeries",
     "simulate_tilt_series",
     "shrec_tilt_angles",
+    "resolve_device",
+    "DEVICES",
     "projected_potential_zero_tilt",
     "ICE_POTENTIAL_V",
     "PROTEIN_MEAN_INNER_POTENTIAL_V",
@@ -74,6 +76,18 @@ included (see :data:`napari_shrec.core.potential.PROTEIN_POTENTIAL_PER_KDA_V_NM3
 _PAD = 8  # zero padding (voxels) around each (z, x) plane before the B-spline prefilter
 _LATERAL_PAD = 16  # ice-filled margin (pixels) around the detector field during multislice
 NOISE_MODES = ("gaussian", "dose", "none")
+DEVICES = ("auto", "cpu", "cuda", "torch-cpu")
+
+
+def resolve_device(device: str) -> str:
+    """"auto" → "cuda" when PyTorch sees a CUDA GPU, else "cpu"; other values unchanged."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def shrec_tilt_angles(start_deg: float = -60.0, stop_deg: float = 60.0,
@@ -106,6 +120,9 @@ class TiltSeriesParams:
         dose_per_tilt_e_per_nm2: electrons per nm² per tilt, for ``noise="dose"``.
         seed: random seed (sample noise and detector noise).
         threads: worker threads (0 = all cores).
+        device: "auto" (a CUDA GPU through PyTorch when there is one, else the CPU), "cpu"
+            (numpy/scipy), "cuda" (PyTorch on the GPU; error without one) or "torch-cpu"
+            (the PyTorch code on the CPU: for checking the GPU code without a GPU).
     """
 
     tilt_angles_deg: tuple[float, ...] = field(default_factory=shrec_tilt_angles)
@@ -127,8 +144,11 @@ class TiltSeriesParams:
     dose_per_tilt_e_per_nm2: float = 300.0
     seed: int = 0
     threads: int = 0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         object.__setattr__(self, "tilt_angles_deg",
                            tuple(float(a) for a in self.tilt_angles_deg))
         if not self.tilt_angles_deg:
@@ -173,6 +193,7 @@ class TiltSeries:
         measured_snr: var(noise-free) / var(noise) of each projection (None for "none").
         pixel_size_nm: detector pixel size (the grandmodel's voxel size).
         params: the parameters.
+        device: where it was computed ("cpu", "cuda" or "torch-cpu").
     """
 
     projections: np.ndarray
@@ -182,6 +203,7 @@ class TiltSeries:
     measured_snr: tuple[float, ...] | None
     pixel_size_nm: float
     params: TiltSeriesParams
+    device: str = "cpu"
 
 
 def _n_threads(threads: int) -> int:
@@ -411,6 +433,12 @@ def simulate_tilt_series(
     coefficients = _spline_coefficients(potential)
     reporter.advance("B-spline coefficients")
 
+    device = resolve_device(params.device)
+    torch_worker = None
+    if device != "cpu":
+        from .tiltseries_torch import TorchTiltWorker, torch_device
+
+        torch_worker = TorchTiltWorker(coefficients, torch_device(device), params.seed)
     root = np.random.SeedSequence(params.seed)
     sample_seeds = root.spawn(len(params.tilt_angles_deg))
     detector_rng = np.random.default_rng(root.spawn(1)[0])
@@ -425,17 +453,26 @@ def simulate_tilt_series(
         columns = np.arange(-_LATERAL_PAD, nx + _LATERAL_PAD) - nx // 2
         ice_paths_wide = _ice_path_lengths(geometry, columns, ice_thickness_vox)
         ice_paths = ice_paths_wide[:, _LATERAL_PAD:_LATERAL_PAD + nx]
-        slices = _project_slices(coefficients, geometry, nx, params, voxel_size_nm, ice_paths,
-                                 sample_seeds[index], threads, cancel)
         defocus_um = params.defocus_um + (params.defocus_jitter_um * defocus_rng.standard_normal()
                                           if params.defocus_jitter_um > 0 else 0.0)
         defoci.append(float(defocus_um))
-        noisefree[index] = _multislice_image(slices, geometry=geometry, voxel_nm=voxel_size_nm,
-                                             params=params, defocus_nm=defocus_um * 1e3,
-                                             threads=threads,
-                                             ice_margin_vnm=params.ice_potential_v
-                                             * ice_paths_wide * np.float32(voxel_size_nm))
-        del slices
+        ice_margin = params.ice_potential_v * ice_paths_wide * np.float32(voxel_size_nm)
+        if torch_worker is not None:
+            slices_t = torch_worker.project_slices(geometry, nx, params, voxel_size_nm,
+                                                   ice_paths)
+            noisefree[index] = torch_worker.multislice_image(
+                slices_t, geometry=geometry, voxel_nm=voxel_size_nm, params=params,
+                defocus_nm=defocus_um * 1e3, ice_margin_vnm=ice_margin,
+                lateral_pad=_LATERAL_PAD)
+            del slices_t
+        else:
+            slices = _project_slices(coefficients, geometry, nx, params, voxel_size_nm,
+                                     ice_paths, sample_seeds[index], threads, cancel)
+            noisefree[index] = _multislice_image(slices, geometry=geometry,
+                                                 voxel_nm=voxel_size_nm, params=params,
+                                                 defocus_nm=defocus_um * 1e3, threads=threads,
+                                                 ice_margin_vnm=ice_margin)
+            del slices
         noisy[index], snr = _detector(noisefree[index], params, voxel_size_nm, detector_rng)
         if snr is not None:
             snrs.append(snr)
@@ -444,7 +481,7 @@ def simulate_tilt_series(
         projections=noisy, projections_noisefree=noisefree,
         tilt_angles_deg=params.tilt_angles_deg, defocus_um=tuple(defoci),
         measured_snr=tuple(snrs) if snrs else None, pixel_size_nm=float(voxel_size_nm),
-        params=params)
+        params=params, device=device)
 
 
 def projected_potential_zero_tilt(potential: np.ndarray, voxel_size_nm: float) -> np.ndarray:
