@@ -72,7 +72,7 @@ _GRANDMODEL_KEYS = {"shape_zyx", "voxel_size_nm", "n_particles", "classes",
 _TILT_KEYS = {"tilt_angles_deg", "voltage_kv", "defocus_um", "defocus_jitter_um", "cs_mm",
               "amplitude_contrast", "envelope_fraction_of_nyquist", "slice_thickness_nm",
               "ice_thickness_nm", "ice_potential_v", "ice_variation_v", "noise", "snr",
-              "dose_per_tilt_e_per_nm2"}
+              "dose_per_tilt_e_per_nm2", "device"}
 
 
 def default_structure_sources() -> tuple[str, ...]:
