@@ -291,9 +291,6 @@ def run_simulation(
     if tiltseries is not None:
         volumes["projections"] = tiltseries.projections
         volumes["projections_noisefree"] = tiltseries.projections_noisefree
-        write_tlt(root / "projections.tlt", tiltseries.tilt_angles_deg, overwrite=overwrite)
-        write_alignment_file(root / "alignment_simulated.txt", tiltseries.tilt_angles_deg,
-                             overwrite=overwrite)
     timings["total_before_writing"] = time.perf_counter() - start
     record: dict[str, Any] = {
         "generator": f"napari-shrec {__version__} core.simulate",
@@ -320,6 +317,11 @@ def run_simulation(
     }
     if cancel is not None:
         cancel.raise_if_cancelled()
+    # From here on nothing checks for cancellation: every file is written, simulation.json last.
+    if tiltseries is not None:
+        write_tlt(root / "projections.tlt", tiltseries.tilt_angles_deg, overwrite=overwrite)
+        write_alignment_file(root / "alignment_simulated.txt", tiltseries.tilt_angles_deg,
+                             overwrite=overwrite)
     write_dataset(root, particles=grandmodel.particles, volumes=volumes, simulation=record,
                   voxel_size_nm=params.grandmodel.voxel_size_nm, grandmodel_z_offset=0,
                   overwrite=overwrite)
