@@ -79,6 +79,9 @@ def add_parser(subparsers: Any) -> None:
     noise.add_argument("--no-noise", action="store_true", help="no detector noise")
     p.add_argument("--no-tilt-series", action="store_true",
                    help="ground truth only (grandmodel, masks, particle list)")
+    p.add_argument("--no-reconstruction", action="store_true",
+                   help="do not write reconstruction.mrc (weighted back-projection of the "
+                   "tilt series in the grandmodel's frame)")
     p.add_argument("--threads", type=int, default=0, help="worker threads (0 = all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
     p.set_defaults(func=run)
@@ -130,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--voxel-size must be > 0")
     params = simulation_params(args.preset, seed=args.seed,
                                tilt_series=not args.no_tilt_series,
+                               reconstruction=not args.no_reconstruction,
                                structure_sources=args.structures,
                                download_structures=not args.no_download,
                                surrogate_structures=not args.no_surrogates,
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tilt series: {len(angles)} tilts {angles[0]:g}…{angles[-1]:g}°")
     timings = result.timings_s
     print("time: " + ", ".join(f"{stage} {timings[stage]:.1f} s" for stage in
-                               ("structures", "grandmodel", "tilt series", "writing", "total")
+                               ("structures", "grandmodel", "tilt series", "reconstruction",
+                                "writing", "total")
                                if stage in timings))
     return 0

@@ -12,6 +12,8 @@
 ``particle_locations.txt``         SHREC'20 format: class x y z phi theta psi (ZXZ, degrees)
 ``projections.mrc``                tilt series with detector noise, (tilt, y, x)
 ``projections_noisefree.mrc``      the same without detector noise
+``reconstruction.mrc``             weighted back-projection of ``projections.mrc`` in the
+                                   grandmodel's frame (same shape; ramp weighting)
 ``projections.tlt``                tilt angles (IMOD), one per projection
 ``alignment_simulated.txt``        the same in SHREC'21's alignment format
 ``simulation.json``                every parameter, seed, structure provenance, report, timings
@@ -34,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ import numpy as np
 
 from .grandmodel import Grandmodel, GrandmodelParams, build_grandmodel
 from .progress import CancelToken, ProgressCallback
+from .reconstruct import ReconstructionParams, reconstruct
 from .structures import StructureLibrary, StructureMap, StructureParams
 from .tiltseries import TiltSeries, TiltSeriesParams, shrec_tilt_angles, simulate_tilt_series
 
@@ -94,6 +97,8 @@ class SimulationParams:
         download_structures: let the library fetch missing PDB ids from the RCSB.
         surrogate_structures: let classes without a structure use their surrogate shapes.
         structure_params: how structures become maps (its voxel size must be the grandmodel's).
+        reconstruction: how ``reconstruction.mrc`` is made (its thickness and axis are set to
+            the grandmodel's frame); None writes no reconstruction. Needs a tilt series.
     """
 
     preset: str
@@ -104,6 +109,7 @@ class SimulationParams:
     download_structures: bool = True
     surrogate_structures: bool = True
     structure_params: StructureParams = field(default_factory=StructureParams)
+    reconstruction: ReconstructionParams | None = field(default_factory=ReconstructionParams)
 
     def __post_init__(self) -> None:
         if not np.isclose(self.structure_params.voxel_size_nm, self.grandmodel.voxel_size_nm):
@@ -119,6 +125,7 @@ class SimulationParams:
             "download_structures": self.download_structures,
             "surrogate_structures": self.surrogate_structures,
             "structure_params": self.structure_params.to_dict(),
+            "reconstruction": self.reconstruction.to_dict() if self.reconstruction else None,
         }
 
 
@@ -138,6 +145,7 @@ def _derived_seeds(seed: int) -> tuple[int, int]:
 
 
 def simulation_params(preset: str = "small", *, seed: int = 0, tilt_series: bool = True,
+                      reconstruction: bool = True,
                       structure_sources: tuple[str, ...] | list[str] | None = None,
                       download_structures: bool = True, surrogate_structures: bool = True,
                       **overrides: Any) -> SimulationParams:
@@ -162,8 +170,14 @@ def simulation_params(preset: str = "small", *, seed: int = 0, tilt_series: bool
     tiltseries = TiltSeriesParams(seed=tilt_seed, **tilt_kwargs) if tilt_series else None
     sources = default_structure_sources() if structure_sources is None \
         else tuple(str(s) for s in structure_sources)
+    nz = grandmodel.shape_zyx[0]
+    reconstruction_params = ReconstructionParams(
+        thickness=nz, axis_z=float(nz // 2), device=tilt_kwargs.get("device", "auto"),
+        **{k: tilt_kwargs[k] for k in ("voltage_kv", "cs_mm", "amplitude_contrast")
+           if k in tilt_kwargs}) if tilt_series and reconstruction else None
     return SimulationParams(
         preset=preset, seed=int(seed), grandmodel=grandmodel, tiltseries=tiltseries,
+        reconstruction=reconstruction_params,
         structure_sources=sources, download_structures=download_structures,
         surrogate_structures=surrogate_structures,
         structure_params=StructureParams(voxel_size_nm=grandmodel.voxel_size_nm))
@@ -239,13 +253,18 @@ def run_simulation(
              "occupancy_bbox"]
     if params.tiltseries is not None:
         names += ["projections", "projections_noisefree"]
+        if params.reconstruction is not None:
+            names.append("reconstruction")
     extra = ["projections.tlt", "alignment_simulated.txt"] if params.tiltseries else []
     for name in [f"{n}.mrc" for n in names] + extra + ["particle_locations.txt",
                                                         SIMULATION_FILE]:
         check_overwrite(root / name, overwrite)
 
+    with_reconstruction = params.tiltseries is not None and params.reconstruction is not None
     stages = _Stages(progress, {"structures": 5, "grandmodel": 35,
-                                "tilt series": 50 if params.tiltseries else 0, "writing": 10})
+                                "tilt series": 45 if params.tiltseries else 0,
+                                "reconstruction": 5 if with_reconstruction else 0,
+                                "writing": 10})
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if library is None:
@@ -276,6 +295,21 @@ def run_simulation(
                                           progress=stages.callback("tilt series"), cancel=cancel)
         stages.finish("tilt series")
         timings["tilt series"] = time.perf_counter() - t0
+    reconstruction = None
+    if tiltseries is not None and params.reconstruction is not None:
+        t0 = time.perf_counter()
+        nz = params.grandmodel.shape_zyx[0]
+        recon_params = params.reconstruction
+        if recon_params.thickness is None:  # the grandmodel's frame, whatever was given
+            recon_params = replace(recon_params, thickness=nz, axis_z=float(nz // 2))
+        reconstruction, _ = reconstruct(tiltseries.projections, tiltseries.tilt_angles_deg,
+                                        recon_params,
+                                        pixel_size_nm=params.grandmodel.voxel_size_nm,
+                                        defocus_um=np.asarray(tiltseries.defocus_um),
+                                        progress=stages.callback("reconstruction"),
+                                        cancel=cancel)
+        stages.finish("reconstruction")
+        timings["reconstruction"] = time.perf_counter() - t0
 
     if cancel is not None:
         cancel.raise_if_cancelled()
@@ -291,6 +325,8 @@ def run_simulation(
     if tiltseries is not None:
         volumes["projections"] = tiltseries.projections
         volumes["projections_noisefree"] = tiltseries.projections_noisefree
+    if reconstruction is not None:
+        volumes["reconstruction"] = reconstruction
     timings["total_before_writing"] = time.perf_counter() - start
     record: dict[str, Any] = {
         "generator": f"napari-shrec {__version__} core.simulate",
