@@ -230,3 +230,18 @@ def test_cli_reconstructs_a_dataset_and_a_stack(tmp_path: Path, capsys) -> None:
                  "--thickness", "20"]) == 0
     rec = read_mrc(tmp_path / "stack_rec.mrc")
     assert rec.data.shape == (20, 64, 64) and rec.voxel_size_nm == pytest.approx((1, 1, 1))
+
+
+def test_two_threads_can_reconstruct_at_once() -> None:
+    """The compiled kernel is serialised: concurrent callers (two widgets) must not abort."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    filtered = rng.normal(size=(5, 4, 32)).astype(np.float32)
+    angles = np.array([-40.0, -20.0, 0.0, 20.0, 40.0])
+    expected, _ = backproject(filtered, angles, thickness=12, axis_z=6, device="cpu")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: backproject(filtered, angles, thickness=12, axis_z=6,
+                                                       device="cpu")[0], range(8)))
+    for result in results:
+        np.testing.assert_array_equal(result, expected)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -219,6 +220,9 @@ def _backproject_numpy(filtered: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarra
 
 
 _NUMBA_KERNEL: Any = None
+# numba's default (workqueue) threading layer must not run two parallel kernels at once: two
+# widgets reconstructing in their own threads would abort the process. One kernel at a time.
+_KERNEL_LOCK = threading.Lock()
 
 
 def _numba_kernel() -> Any:
@@ -347,7 +351,8 @@ def backproject(filtered: np.ndarray, angles_deg: np.ndarray, *, thickness: int,
     for z0 in range(0, thickness, block):
         z1 = min(thickness, z0 + block)
         if kernel is not None:
-            kernel(filtered, cos_t, sin_t, out, float(axis_z), z0, z1)
+            with _KERNEL_LOCK:
+                kernel(filtered, cos_t, sin_t, out, float(axis_z), z0, z1)
         else:
             view = out[z0:z1]
             _backproject_numpy(filtered, cos_t, sin_t, view, float(axis_z) - z0, cancel)
