@@ -2,7 +2,8 @@
 
 Structures come from the offline surrogates only (no sources, downloads off; the session's
 structure cache makes every build after the first instant), on a 32 × 64 × 64 volume with 6–8
-particles and 3 tilts, so each run takes well under a second once the maps are cached.
+particles and 3 tilts (and the simulation's own 32 × 64 × 64 reconstruction), so each run takes
+well under a second once the maps are cached.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from napari_shrec.widgets.simulate import (  # noqa: E402
     LAYER_GRANDMODEL,
     LAYER_PARTICLES,
     LAYER_PROJECTIONS,
+    LAYER_RECONSTRUCTION,
     SimulateWidget,
 )
 
 pytestmark = pytest.mark.napari
 
-ALL_LAYERS = {LAYER_GRANDMODEL, LAYER_CLASS_MASK, LAYER_PARTICLES, LAYER_PROJECTIONS}
+ALL_LAYERS = {LAYER_GRANDMODEL, LAYER_RECONSTRUCTION, LAYER_CLASS_MASK, LAYER_PARTICLES,
+              LAYER_PROJECTIONS}
+TILT_SERIES_LAYERS = {LAYER_RECONSTRUCTION, LAYER_PROJECTIONS}
 
 
 @pytest.fixture
@@ -122,7 +126,7 @@ def test_run_writes_the_dataset_and_adds_the_layers(viewer, qtbot, tmp_path, not
     assert not notes["error"]
     result = widget.last_result
     assert result is not None and widget.last_folder == folder == result.folder
-    assert {layer.name for layer in viewer.layers} == ALL_LAYERS and len(viewer.layers) == 4
+    assert {layer.name for layer in viewer.layers} == ALL_LAYERS and len(viewer.layers) == 5
     record = json.loads((folder / "simulation.json").read_text())
     ds = load_dataset(folder)
     vs = ds.voxel_size_nm
@@ -150,6 +154,20 @@ def test_run_writes_the_dataset_and_adds_the_layers(viewer, qtbot, tmp_path, not
     np.testing.assert_allclose(projections.scale, (1.0, vs, vs))
     assert not projections.visible and viewer.layers.index(projections) == 0
     assert viewer.dims.axis_labels == ("z", "y", "x")
+    # the simulation's own reconstruction: the grandmodel's frame, visible, right above it
+    reconstruction = viewer.layers[LAYER_RECONSTRUCTION]
+    assert isinstance(reconstruction, Image) and reconstruction.visible
+    assert reconstruction.data.shape == grandmodel.data.shape == (32, 64, 64)
+    assert reconstruction.data.dtype == np.float32
+    np.testing.assert_allclose(reconstruction.scale, (vs, vs, vs))
+    np.testing.assert_allclose(reconstruction.translate, 0.0)
+    assert [str(u) for u in reconstruction.units] == ["nanometer"] * 3
+    np.testing.assert_array_equal(reconstruction.data, ds.read_volume("reconstruction").data)
+    assert not isinstance(reconstruction.data, np.memmap)  # a later run may replace the file
+    assert viewer.layers.index(reconstruction) == viewer.layers.index(grandmodel) + 1
+    assert reconstruction.metadata["volume"] == "reconstruction"
+    assert reconstruction.metadata["grandmodel_z_offset"] == 0
+    assert reconstruction.metadata["source"] == str(folder / "reconstruction.mrc")
     np.testing.assert_allclose(projections.metadata["tilt_angles_deg"], [-30.0, 0.0, 30.0])
 
     # same look as the dataset reader's layers
@@ -225,13 +243,16 @@ def test_running_again_replaces_the_layers(viewer, qtbot, tmp_path, notes, monke
     assert len(viewer.layers[LAYER_PARTICLES].data) == len(load_dataset(folder).particles)
     np.testing.assert_array_equal(viewer.layers[LAYER_CLASS_MASK].data,
                                   load_dataset(folder).read_class_mask().data)
+    np.testing.assert_array_equal(viewer.layers[LAYER_RECONSTRUCTION].data,
+                                  load_dataset(folder).read_volume("reconstruction").data)
 
-    # "Yes" runs with overwrite; ground truth only drops our stale projections layer
+    # "Yes" runs with overwrite; ground truth only drops our stale projections and
+    # reconstruction layers
     monkeypatch.setattr(simulate_module.QMessageBox, "question",
                         answer(simulate_module.QMessageBox.StandardButton.Yes))
     widget.ground_truth_only_check.setChecked(True)
     assert widget.start_simulation()
-    assert {layer.name for layer in viewer.layers} == ALL_LAYERS - {LAYER_PROJECTIONS} | {"mine"}
+    assert {layer.name for layer in viewer.layers} == ALL_LAYERS - TILT_SERIES_LAYERS | {"mine"}
     assert widget.last_result.tiltseries is None
     assert "no tilt series" in widget.status.status.text()
 

@@ -9,6 +9,9 @@ it writes is the one ``napari-shrec simulate`` writes and the dataset reader ope
 On success these layers are added, or replaced by name (same position, same visibility):
 
 - ``grandmodel`` (Image): the sample potential with structural noise (V);
+- ``reconstruction`` (Image): the weighted back-projection of the tilt series the simulation
+  wrote (``reconstruction.mrc``), in the grandmodel's frame (same shape, translate 0); only with
+  a tilt series (a stale one from an earlier simulation is removed otherwise);
 - ``class mask`` (Labels, hidden): class ids in the class colours;
 - ``particles (ground truth)`` (Points): coloured and sized by class;
 - ``projections`` (Image, hidden, at the bottom of the layer list): the tilt series
@@ -84,12 +87,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LAYER_GRANDMODEL = "grandmodel"
+LAYER_RECONSTRUCTION = "reconstruction"
 LAYER_CLASS_MASK = "class mask"
 LAYER_PARTICLES = "particles (ground truth)"
 LAYER_PROJECTIONS = "projections"
-#: Names of the layers a simulation adds (the projections only with a tilt series).
-LAYER_NAMES: tuple[str, ...] = (LAYER_GRANDMODEL, LAYER_CLASS_MASK, LAYER_PARTICLES,
-                                LAYER_PROJECTIONS)
+#: Names of the layers a simulation adds (reconstruction and projections only with a tilt
+#: series).
+LAYER_NAMES: tuple[str, ...] = (LAYER_GRANDMODEL, LAYER_RECONSTRUCTION, LAYER_CLASS_MASK,
+                                LAYER_PARTICLES, LAYER_PROJECTIONS)
+#: Layers of an earlier simulation removed when the new one has none of that name.
+_TILT_SERIES_LAYERS: tuple[str, ...] = (LAYER_RECONSTRUCTION, LAYER_PROJECTIONS)
 
 PRESET_NAMES: tuple[str, ...] = ("small", "shrec2020")
 ORIENTATION_SAMPLERS: tuple[str, ...] = ("uniform", "shrec2020")
@@ -98,8 +105,8 @@ DEFAULT_OUTPUT_ROOT = Path("~") / "napari-shrec"
 
 _VOLUME_FILES = ("grandmodel", "grandmodel_noisefree", "class_mask", "class_bbox",
                  "occupancy_mask", "occupancy_bbox")
-_TILT_FILES = ("projections.mrc", "projections_noisefree.mrc", "projections.tlt",
-               "alignment_simulated.txt")
+_TILT_FILES = ("projections.mrc", "projections_noisefree.mrc", "reconstruction.mrc",
+               "projections.tlt", "alignment_simulated.txt")
 
 
 def output_files(tilt_series: bool = True) -> list[str]:
@@ -182,6 +189,16 @@ def simulation_layers(result: SimulationResult, params: SimulationParams
                metadata={"source": str(result.folder / "grandmodel.mrc")}),
         LAYER_GRANDMODEL, visible=True, voxel_size_nm=vs,
         metadata={**common, "volume": "grandmodel", "frame": "grandmodel"})
+    if result.tiltseries is not None and ds.has("reconstruction"):
+        # read whole (no memory map of a file a later run may replace); the simulation
+        # reconstructs in the grandmodel's frame, so it lies on the grandmodel at translate 0
+        reconstruction = ds.read_volume("reconstruction", mmap=False)
+        layers[LAYER_RECONSTRUCTION] = volume_to_image_layer(
+            Volume(np.asarray(reconstruction.data), (vs, vs, vs),
+                   metadata={"source": str(ds.path_of("reconstruction"))}),
+            LAYER_RECONSTRUCTION, visible=True, voxel_size_nm=vs,
+            metadata={**common, "volume": "reconstruction", "frame": "grandmodel",
+                      "grandmodel_z_offset": 0})
     # a copy: painting on the Labels layer must not change last_result's mask
     layers[LAYER_CLASS_MASK] = class_mask_to_labels_layer(
         Volume(np.array(grandmodel.class_mask, copy=True), (vs, vs, vs),
@@ -697,8 +714,9 @@ class SimulateWidget(QWidget):
             else:
                 layers.append(layer)
             shown.append(layer)
-        if LAYER_PROJECTIONS not in output.layers and LAYER_PROJECTIONS in layers:
-            stale = layers[LAYER_PROJECTIONS]
-            if "simulation_folder" in (stale.metadata or {}).get("napari_shrec", {}):
-                layers.remove(stale)  # an earlier simulation's tilt series
+        for name in _TILT_SERIES_LAYERS:
+            if name not in output.layers and name in layers:
+                stale = layers[name]
+                if "simulation_folder" in (stale.metadata or {}).get("napari_shrec", {}):
+                    layers.remove(stale)  # an earlier simulation's tilt series / tomogram
         return shown
