@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .devices import resolve_device
 from .progress import CancelToken, ProgressCallback, ProgressReporter
 
 __all__ = [
@@ -305,17 +306,6 @@ def _backproject_torch(filtered: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarra
             acc += ((lo * (1 - w) + hi * w) * ok).permute(1, 0, 2)
         out[z0:z1] = acc.cpu().numpy()
         reporter.advance(f"slices {z1}/{nz}")
-
-
-def resolve_device(device: str) -> str:
-    """"auto" → "cuda" when PyTorch sees a CUDA GPU, else "cpu"."""
-    if device != "auto":
-        return device
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def backproject(filtered: np.ndarray, angles_deg: np.ndarray, *, thickness: int,

@@ -53,6 +53,7 @@ from .em_physics import (
     interaction_constant,
     spatial_frequencies_sq,
 )
+from .devices import resolve_device
 from .progress import CancelToken, ProgressCallback, ProgressReporter
 
 __all__ = [
@@ -77,17 +78,6 @@ _PAD = 8  # zero padding (voxels) around each (z, x) plane before the B-spline p
 _LATERAL_PAD = 16  # ice-filled margin (pixels) around the detector field during multislice
 NOISE_MODES = ("gaussian", "dose", "none")
 DEVICES = ("auto", "cpu", "cuda", "torch-cpu")
-
-
-def resolve_device(device: str) -> str:
-    """"auto" → "cuda" when PyTorch sees a CUDA GPU, else "cpu"; other values unchanged."""
-    if device != "auto":
-        return device
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def shrec_tilt_angles(start_deg: float = -60.0, stop_deg: float = 60.0,
@@ -326,18 +316,32 @@ def _project_slices(coefficients: np.ndarray, geometry: _TiltGeometry, nx: int,
     return out
 
 
-def _multislice_image(slices_vnm: np.ndarray, *, geometry: _TiltGeometry, voxel_nm: float,
-                      params: TiltSeriesParams, defocus_nm: float, threads: int,
-                      ice_margin_vnm: np.ndarray) -> np.ndarray:
-    """Noise-free image |ψ|² (float32, (ny, nx)) of a stack of slice projections (V·nm).
+@dataclass(frozen=True)
+class _MultisliceSetup:
+    """Everything the multislice needs besides the slices, the same for every backend.
 
-    The wave is computed on a field wider than the detector by ``_LATERAL_PAD`` pixels on each
-    side, filled with the ice's projected potential (``ice_margin_vnm``: (n_slices, nx + 2 pad)
-    for the padded columns), so that the FFT's periodic boundary does not join mismatched ice
-    phases at the image edges (the slab is infinite; a tilted slice's ice varies along x')."""
+    The wave is computed on a field (ny, nx) wider than the detector by ``_LATERAL_PAD`` pixels
+    on each side, filled with the ice's projected potential (``margin``: (n_slices, nx)), so
+    that the FFT's periodic boundary does not join mismatched ice phases at the image edges
+    (the slab is infinite; a tilted slice's ice varies along x'). The detector field sits at
+    [y0:y0 + ny_fov, x0:x0 + nx_fov]."""
+
+    ny: int
+    nx: int
+    y0: int
+    x0: int
+    margin: np.ndarray  # float32 (n_slices, nx), V·nm
+    propagator: np.ndarray  # complex64 (ny, nx): Fresnel over one slice, band-limited
+    phase_factor: complex  # transmission exp(phase_factor · P)
+    transfer: np.ndarray  # complex64 (ny, nx): objective lens and envelope
+
+
+def _multislice_setup(fov_yx: tuple[int, int], *, geometry: _TiltGeometry, voxel_nm: float,
+                      params: TiltSeriesParams, defocus_nm: float,
+                      ice_margin_vnm: np.ndarray) -> _MultisliceSetup:
     from scipy import fft
 
-    _, ny_fov, nx_fov = slices_vnm.shape
+    ny_fov, nx_fov = fov_yx
     pad = _LATERAL_PAD
     ny, nx = fft.next_fast_len(ny_fov + 2 * pad), fft.next_fast_len(nx_fov + 2 * pad)
     y0, x0 = (ny - ny_fov) // 2, (nx - nx_fov) // 2
@@ -345,35 +349,45 @@ def _multislice_image(slices_vnm: np.ndarray, *, geometry: _TiltGeometry, voxel_
     margin[:, x0 - pad:x0 + nx_fov + pad] = ice_margin_vnm
     margin[:, :x0 - pad] = ice_margin_vnm[:, :1]
     margin[:, x0 + nx_fov + pad:] = ice_margin_vnm[:, -1:]
+
     wavelength = electron_wavelength_nm(params.voltage_kv)
     sigma = interaction_constant(params.voltage_kv)
     absorption = amplitude_contrast_ratio(params.amplitude_contrast)
     q_sq = spatial_frequencies_sq((ny, nx), voxel_nm)
     q_nyquist = 0.5 / voxel_nm
-    dz = params.slice_thickness_nm
     band = q_sq <= (2.0 / 3.0 * q_nyquist) ** 2
-    propagator = (np.exp(-1j * math.pi * wavelength * dz * q_sq) * band).astype(np.complex64)
-    wave = np.ones((ny, nx), dtype=np.complex64)
-    phase_factor = np.complex64(1j * sigma - sigma * absorption)
-    field = np.empty((ny, nx), dtype=np.float32)
-    for k in range(slices_vnm.shape[0]):
-        field[:] = margin[k][None, :]
-        field[y0:y0 + ny_fov, x0:x0 + nx_fov] = slices_vnm[k]
-        wave *= np.exp(phase_factor * field)
-        wave = fft.ifft2(fft.fft2(wave, workers=threads) * propagator, workers=threads)
-    # The wave is now at the bottom of the stack; the set defocus refers to the central plane
-    # (depth − centre below it): the lens sees an extra underfocus of that distance.
+    propagator = np.exp(-1j * math.pi * wavelength * params.slice_thickness_nm * q_sq) * band
+    # After the last slice the wave is at the bottom of the stack; the set defocus refers to the
+    # central plane (depth − centre above the bottom): the lens sees that much more underfocus.
     depth_nm = geometry.n_slices * geometry.slice_vox * voxel_nm
     below_centre_nm = depth_nm - geometry.centre_zp * voxel_nm
     chi = aberration_phase(q_sq, wavelength_nm=wavelength,
-                           defocus_nm=defocus_nm + below_centre_nm,
-                           cs_nm=params.cs_mm * 1e6)
+                           defocus_nm=defocus_nm + below_centre_nm, cs_nm=params.cs_mm * 1e6)
     transfer = np.exp(1j * chi)
     if params.envelope_fraction_of_nyquist is not None:
         transfer = transfer * np.exp(-q_sq / (params.envelope_fraction_of_nyquist
                                               * q_nyquist) ** 2)
-    image_wave = fft.ifft2(fft.fft2(wave, workers=threads) * transfer.astype(np.complex64),
-                           workers=threads)
+    return _MultisliceSetup(ny, nx, y0, x0, margin, propagator.astype(np.complex64),
+                            complex(-sigma * absorption, sigma), transfer.astype(np.complex64))
+
+
+def _multislice_image(slices_vnm: np.ndarray, setup: _MultisliceSetup, threads: int
+                      ) -> np.ndarray:
+    """Noise-free image |ψ|² (float32, detector (ny, nx)) of a stack of slice projections
+    (V·nm), on the CPU."""
+    from scipy import fft
+
+    _, ny_fov, nx_fov = slices_vnm.shape
+    y0, x0 = setup.y0, setup.x0
+    wave = np.ones((setup.ny, setup.nx), dtype=np.complex64)
+    phase_factor = np.complex64(setup.phase_factor)
+    field = np.empty((setup.ny, setup.nx), dtype=np.float32)
+    for k in range(slices_vnm.shape[0]):
+        field[:] = setup.margin[k][None, :]
+        field[y0:y0 + ny_fov, x0:x0 + nx_fov] = slices_vnm[k]
+        wave *= np.exp(phase_factor * field)
+        wave = fft.ifft2(fft.fft2(wave, workers=threads) * setup.propagator, workers=threads)
+    image_wave = fft.ifft2(fft.fft2(wave, workers=threads) * setup.transfer, workers=threads)
     image_wave = image_wave[y0:y0 + ny_fov, x0:x0 + nx_fov]
     return (image_wave.real ** 2 + image_wave.imag ** 2).astype(np.float32)
 
@@ -456,22 +470,19 @@ def simulate_tilt_series(
         defocus_um = params.defocus_um + (params.defocus_jitter_um * defocus_rng.standard_normal()
                                           if params.defocus_jitter_um > 0 else 0.0)
         defoci.append(float(defocus_um))
-        ice_margin = params.ice_potential_v * ice_paths_wide * np.float32(voxel_size_nm)
+        setup = _multislice_setup(
+            (ny, nx), geometry=geometry, voxel_nm=voxel_size_nm, params=params,
+            defocus_nm=defocus_um * 1e3,
+            ice_margin_vnm=params.ice_potential_v * ice_paths_wide * np.float32(voxel_size_nm))
         if torch_worker is not None:
             slices_t = torch_worker.project_slices(geometry, nx, params, voxel_size_nm,
                                                    ice_paths)
-            noisefree[index] = torch_worker.multislice_image(
-                slices_t, geometry=geometry, voxel_nm=voxel_size_nm, params=params,
-                defocus_nm=defocus_um * 1e3, ice_margin_vnm=ice_margin,
-                lateral_pad=_LATERAL_PAD)
+            noisefree[index] = torch_worker.multislice_image(slices_t, setup)
             del slices_t
         else:
             slices = _project_slices(coefficients, geometry, nx, params, voxel_size_nm,
                                      ice_paths, sample_seeds[index], threads, cancel)
-            noisefree[index] = _multislice_image(slices, geometry=geometry,
-                                                 voxel_nm=voxel_size_nm, params=params,
-                                                 defocus_nm=defocus_um * 1e3, threads=threads,
-                                                 ice_margin_vnm=ice_margin)
+            noisefree[index] = _multislice_image(slices, setup, threads)
             del slices
         noisy[index], snr = _detector(noisefree[index], params, voxel_size_nm, detector_rng)
         if snr is not None:

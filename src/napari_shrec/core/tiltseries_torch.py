@@ -10,7 +10,6 @@ basis β³, all y planes at once.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -112,57 +111,22 @@ class TorchTiltWorker:
                 ice.shape, generator=self.generator, device=self.device)
         return (total * voxel_nm).permute(1, 0, 2).contiguous()
 
-    def multislice_image(self, slices_vnm: Any, *, geometry: Any, voxel_nm: float, params: Any,
-                         defocus_nm: float, ice_margin_vnm: np.ndarray, lateral_pad: int
-                         ) -> np.ndarray:
-        """Noise-free image |ψ|² as float32 numpy (ny, nx); see the CPU path for the physics."""
-        from scipy import fft as sp_fft
-
-        from .em_physics import (
-            aberration_phase,
-            amplitude_contrast_ratio,
-            electron_wavelength_nm,
-            interaction_constant,
-            spatial_frequencies_sq,
-        )
-
+    def multislice_image(self, slices_vnm: Any, setup: Any) -> np.ndarray:
+        """Noise-free image |ψ|² as float32 numpy (ny, nx); the physics is in ``setup``
+        (``tiltseries._multislice_setup``), shared with the CPU path."""
         torch = self.torch
         n_slices, ny_fov, nx_fov = slices_vnm.shape
-        ny = sp_fft.next_fast_len(ny_fov + 2 * lateral_pad)
-        nx = sp_fft.next_fast_len(nx_fov + 2 * lateral_pad)
-        y0, x0 = (ny - ny_fov) // 2, (nx - nx_fov) // 2
-        margin = np.zeros((n_slices, nx), dtype=np.float32)
-        margin[:, x0 - lateral_pad:x0 + nx_fov + lateral_pad] = ice_margin_vnm
-        margin[:, :x0 - lateral_pad] = ice_margin_vnm[:, :1]
-        margin[:, x0 + nx_fov + lateral_pad:] = ice_margin_vnm[:, -1:]
-        margin_t = torch.from_numpy(margin).to(self.device)
-
-        wavelength = electron_wavelength_nm(params.voltage_kv)
-        sigma = interaction_constant(params.voltage_kv)
-        absorption = amplitude_contrast_ratio(params.amplitude_contrast)
-        q_sq = spatial_frequencies_sq((ny, nx), voxel_nm)
-        q_nyquist = 0.5 / voxel_nm
-        band = q_sq <= (2.0 / 3.0 * q_nyquist) ** 2
-        propagator = np.exp(-1j * math.pi * wavelength * params.slice_thickness_nm * q_sq) * band
-        propagator_t = torch.from_numpy(propagator.astype(np.complex64)).to(self.device)
-        phase_factor = complex(-sigma * absorption, sigma)
-        wave = torch.ones((ny, nx), dtype=torch.complex64, device=self.device)
-        field = torch.empty((ny, nx), dtype=torch.float32, device=self.device)
+        y0, x0 = setup.y0, setup.x0
+        margin = torch.from_numpy(setup.margin).to(self.device)
+        propagator = torch.from_numpy(setup.propagator).to(self.device)
+        transfer = torch.from_numpy(setup.transfer).to(self.device)
+        wave = torch.ones((setup.ny, setup.nx), dtype=torch.complex64, device=self.device)
+        field = torch.empty((setup.ny, setup.nx), dtype=torch.float32, device=self.device)
         for k in range(n_slices):
-            field[:] = margin_t[k][None, :]
+            field[:] = margin[k][None, :]
             field[y0:y0 + ny_fov, x0:x0 + nx_fov] = slices_vnm[k]
-            wave = wave * torch.exp(phase_factor * field.to(torch.complex64))
-            wave = torch.fft.ifft2(torch.fft.fft2(wave) * propagator_t)
-        depth_nm = geometry.n_slices * geometry.slice_vox * voxel_nm
-        below_centre_nm = depth_nm - geometry.centre_zp * voxel_nm
-        chi = aberration_phase(q_sq, wavelength_nm=wavelength,
-                               defocus_nm=defocus_nm + below_centre_nm,
-                               cs_nm=params.cs_mm * 1e6)
-        transfer = np.exp(1j * chi)
-        if params.envelope_fraction_of_nyquist is not None:
-            transfer = transfer * np.exp(-q_sq / (params.envelope_fraction_of_nyquist
-                                                  * q_nyquist) ** 2)
-        transfer_t = torch.from_numpy(transfer.astype(np.complex64)).to(self.device)
-        image_wave = torch.fft.ifft2(torch.fft.fft2(wave) * transfer_t)
+            wave = wave * torch.exp(setup.phase_factor * field.to(torch.complex64))
+            wave = torch.fft.ifft2(torch.fft.fft2(wave) * propagator)
+        image_wave = torch.fft.ifft2(torch.fft.fft2(wave) * transfer)
         image_wave = image_wave[y0:y0 + ny_fov, x0:x0 + nx_fov]
         return (image_wave.abs() ** 2).to(torch.float32).cpu().numpy()

@@ -43,7 +43,6 @@ import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -52,7 +51,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -67,6 +65,7 @@ from ..core.reconstruct_input import (
     load_tilt_series,
     reconstruction_metadata,
 )
+from ._common import float_spin, int_spin, report_error, show_layer
 from ._task_status import TaskStatusWidget
 
 if TYPE_CHECKING:
@@ -310,29 +309,6 @@ def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return str(a) == str(b)
 
 
-def _spin(low: int, high: int, value: int, tip: str, suffix: str = "") -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(low, high)
-    spin.setValue(value)
-    spin.setToolTip(tip)
-    if suffix:
-        spin.setSuffix(suffix)
-    return spin
-
-
-def _double_spin(low: float, high: float, value: float, decimals: int, step: float, tip: str,
-                 suffix: str = "") -> QDoubleSpinBox:
-    spin = QDoubleSpinBox()
-    spin.setRange(low, high)
-    spin.setDecimals(decimals)
-    spin.setSingleStep(step)
-    spin.setValue(value)
-    spin.setToolTip(tip)
-    if suffix:
-        spin.setSuffix(suffix)
-    return spin
-
-
 class ReconstructWidget(QWidget):
     """The Reconstruct dock widget (see the module docstring).
 
@@ -421,7 +397,7 @@ class ReconstructWidget(QWidget):
             "overlaying it voxel for voxel (default for napari-shrec datasets). shrec2020: a "
             "cube as wide as the detector, tilt axis at its centre slice (SHREC'20's 512³ with "
             "the sample at z 156…355; default for SHREC folders and bare stacks)")
-        self.thickness_spin = _spin(0, 16384, 0, "Number of z slices (voxels) instead of the "
+        self.thickness_spin = int_spin(0, 16384, 0, "Number of z slices (voxels) instead of the "
                                     "frame's; the tilt axis is then at the centre slice. 0: the "
                                     "frame's thickness", " slices")
         self.thickness_spin.setSpecialValueText("frame's")
@@ -432,9 +408,9 @@ class ReconstructWidget(QWidget):
             "cycles/pixel then a Gaussian fall-off (IMOD tilt's RADIAL); sirt: the SIRT-like "
             "filter (one back-projection that looks like k SIRT iterations); none: plain "
             "back-projection")
-        self.sirt_spin = _spin(1, 1000, 10, "Iterations the SIRT-like filter imitates (more: "
+        self.sirt_spin = int_spin(1, 1000, 10, "Iterations the SIRT-like filter imitates (more: "
                                "sharper, noisier)", " it.")
-        self.defocus_spin = _double_spin(
+        self.defocus_spin = float_spin(
             0.0, 50.0, 0.0, 2, 0.25,
             "Underfocus (µm, positive) of every tilt for the CTF correction, replacing what the "
             "input records. 0: the input's own per-tilt defocus (napari-shrec simulations "
@@ -715,16 +691,7 @@ class ReconstructWidget(QWidget):
         self.status.status.setText("Cancelled: no reconstruction shown")
 
     def _show_error(self, exc: BaseException) -> None:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        if not message:
-            message = type(exc).__name__
-        self.status.status.setText(f"Failed: {message}")
-        try:
-            from napari.utils.notifications import show_error
-
-            show_error(f"Reconstruct: {message}")
-        except Exception:  # no napari notification manager (bare scripts)
-            log.error("Reconstruct: %s", message)
+        report_error(self.status.status, "Reconstruct", exc)
 
     # ------------------------------------------------------------------ results
     def grandmodel_translate_nm(self, dataset_folder: str | os.PathLike | None) -> float:
@@ -766,25 +733,8 @@ class ReconstructWidget(QWidget):
         return f"Reconstructed {name} as '{plan.layer_name}': " + "; ".join(parts)
 
     def _show_layer(self, layer_data: LayerDataTuple) -> Any:
-        """Add the layer, or replace the one of the same name in place (keeping its
-        visibility)."""
-        from napari.layers import Layer
-
-        data, kwargs, kind = layer_data
-        kwargs = dict(kwargs)
-        layers = self.viewer.layers
-        name = kwargs["name"]
-        old = layers[name] if name in layers else None
-        if old is not None:
-            kwargs["visible"] = bool(old.visible)  # keep what the user chose to show
-        layer = Layer.create(data, kwargs, kind)
-        if old is not None:
-            index = layers.index(old)
-            layers.remove(old)
-            layers.insert(index, layer)
-        else:
-            layers.append(layer)
-        return layer
+        """Add the layer, or replace the one of the same name in place."""
+        return show_layer(self.viewer, layer_data)
 
     # ------------------------------------------------------------------ saving
     def save_reconstruction(self, path: str | os.PathLike, *, overwrite: bool = False) -> bool:

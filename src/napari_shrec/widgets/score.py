@@ -49,6 +49,7 @@ from ..core.particles import ParticleList
 from ..core.progress import CancelToken, ProgressCallback, ProgressReporter
 from ..core.score import OUTCOMES, SCORE_MODES, ScoreParams, ScoreResult, score_submissions
 from ..layers import class_color_cycle, particles_to_points_layer, points_layer_to_particles
+from ._common import report_error
 from ._task_status import TaskStatusWidget
 
 if TYPE_CHECKING:
@@ -476,14 +477,7 @@ class ScoreWidget(QWidget):
         self.score_button.setEnabled(not busy)
 
     def _show_error(self, exc: BaseException) -> None:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        self.status.status.setText(f"Failed: {message}")
-        try:
-            from napari.utils.notifications import show_error
-
-            show_error(f"Score: {message}")
-        except Exception:  # no napari notification manager (bare scripts)
-            log.error("Score: %s", message)
+        report_error(self.status.status, "Score", exc)
 
     # ------------------------------------------------------------------ results
     def _on_result(self, output: ScoringOutput) -> None:

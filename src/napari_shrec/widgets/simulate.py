@@ -39,7 +39,6 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -48,7 +47,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QMessageBox,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -64,6 +62,7 @@ from ..core.simulate import (
     simulation_params,
 )
 from ..core.tiltseries import shrec_tilt_angles
+from ._common import float_spin, int_spin, report_error, show_layer
 from ._task_status import TaskStatusWidget
 
 if TYPE_CHECKING:
@@ -225,29 +224,6 @@ def simulation_layers(result: SimulationResult, params: SimulationParams
     return layers
 
 
-def _spin(low: int, high: int, value: int, tip: str, suffix: str = "") -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(low, high)
-    spin.setValue(value)
-    spin.setToolTip(tip)
-    if suffix:
-        spin.setSuffix(suffix)
-    return spin
-
-
-def _double_spin(low: float, high: float, value: float, decimals: int, step: float, tip: str,
-                 suffix: str = "") -> QDoubleSpinBox:
-    spin = QDoubleSpinBox()
-    spin.setRange(low, high)
-    spin.setDecimals(decimals)
-    spin.setSingleStep(step)
-    spin.setValue(value)
-    spin.setToolTip(tip)
-    if suffix:
-        spin.setSuffix(suffix)
-    return spin
-
-
 class SimulateWidget(QWidget):
     """The Simulate dock widget (see the module docstring).
 
@@ -274,16 +250,16 @@ class SimulateWidget(QWidget):
             "small: 64 × 128 × 128 voxels, 30–40 particles (seconds); shrec2020: the paper's "
             "200 × 512 × 512 voxels of 1 nm with 2400–2800 particles (minutes). Choosing one "
             "fills the size and particle-count fields")
-        self.seed_spin = _spin(0, 2**31 - 1, 0, "Random seed: the same seed and inputs give "
+        self.seed_spin = int_spin(0, 2**31 - 1, 0, "Random seed: the same seed and inputs give "
                                "the same files")
-        self.z_spin = _spin(1, 4096, 64, "Volume depth along the beam (z, voxels of 1 nm)",
+        self.z_spin = int_spin(1, 4096, 64, "Volume depth along the beam (z, voxels of 1 nm)",
                             " vox")
-        self.y_spin = _spin(1, 4096, 128, "Volume height (y, voxels of 1 nm); the tilt axis",
+        self.y_spin = int_spin(1, 4096, 128, "Volume height (y, voxels of 1 nm); the tilt axis",
                             " vox")
-        self.x_spin = _spin(1, 4096, 128, "Volume width (x, voxels of 1 nm)", " vox")
-        self.min_particles_spin = _spin(0, 1_000_000, 30, "Fewest particles to place; the "
+        self.x_spin = int_spin(1, 4096, 128, "Volume width (x, voxels of 1 nm)", " vox")
+        self.min_particles_spin = int_spin(0, 1_000_000, 30, "Fewest particles to place; the "
                                         "count is drawn uniformly between min and max")
-        self.max_particles_spin = _spin(0, 1_000_000, 40, "Most particles to place; those "
+        self.max_particles_spin = int_spin(0, 1_000_000, 40, "Most particles to place; those "
                                         "that find no free room are reported, not placed")
         self.orientation_combo = QComboBox()
         self.orientation_combo.addItems(list(ORIENTATION_SAMPLERS))
@@ -343,23 +319,23 @@ class SimulateWidget(QWidget):
         self.ground_truth_only_check = QCheckBox("Ground truth only (no tilt series)")
         self.ground_truth_only_check.setToolTip(
             "Write only the grandmodel, the masks and the particle list (much faster)")
-        self.tilt_start_spin = _double_spin(-89.9, 89.9, -60.0, 1, 1.0, "First tilt angle "
+        self.tilt_start_spin = float_spin(-89.9, 89.9, -60.0, 1, 1.0, "First tilt angle "
                                             "(degrees)", " °")
-        self.tilt_stop_spin = _double_spin(-89.9, 89.9, 60.0, 1, 1.0, "Last tilt angle "
+        self.tilt_stop_spin = float_spin(-89.9, 89.9, 60.0, 1, 1.0, "Last tilt angle "
                                            "(degrees, inclusive)", " °")
-        self.tilt_step_spin = _double_spin(0.1, 90.0, 3.0, 1, 0.5, "Tilt increment (degrees); "
+        self.tilt_step_spin = float_spin(0.1, 90.0, 3.0, 1, 0.5, "Tilt increment (degrees); "
                                            "SHREC'20: −60:3:60, 41 tilts", " °")
-        self.defocus_spin = _double_spin(-20.0, 20.0, 3.0, 2, 0.5, "Defocus at the sample's "
+        self.defocus_spin = float_spin(-20.0, 20.0, 3.0, 2, 0.5, "Defocus at the sample's "
                                          "central plane (µm, underfocus positive); SHREC'20: "
                                          "3 µm", " µm")
         self.noise_combo = QComboBox()
         self.noise_combo.addItems(list(NOISE_MODES))
         self.noise_combo.setToolTip("Detector noise: gaussian at the SNR below; dose: Poisson "
                                     "noise at the dose below; none: noise-free projections")
-        self.snr_spin = _double_spin(0.0001, 1000.0, 0.004, 4, 0.001,
+        self.snr_spin = float_spin(0.0001, 1000.0, 0.004, 4, 0.001,
                                      "Signal-to-noise ratio per tilt = var(noise-free image) / "
                                      "var(noise) (no unit); SHREC'20: 0.004")
-        self.dose_spin = _double_spin(0.1, 1e6, 300.0, 1, 50.0, "Electron dose per tilt "
+        self.dose_spin = float_spin(0.1, 1e6, 300.0, 1, 50.0, "Electron dose per tilt "
                                       "(e⁻/nm²), for dose noise", " e⁻/nm²")
         tilt_row = QHBoxLayout()
         for spin in (self.tilt_start_spin, self.tilt_stop_spin, self.tilt_step_spin):
@@ -634,16 +610,7 @@ class SimulateWidget(QWidget):
         self.status.status.setText("Cancelled: no dataset written (simulation.json missing)")
 
     def _show_error(self, exc: BaseException) -> None:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        if not message:
-            message = type(exc).__name__
-        self.status.status.setText(f"Failed: {message}")
-        try:
-            from napari.utils.notifications import show_error
-
-            show_error(f"Simulate: {message}")
-        except Exception:  # no napari notification manager (bare scripts)
-            log.error("Simulate: %s", message)
+        report_error(self.status.status, "Simulate", exc)
 
     # ------------------------------------------------------------------ results
     def _on_result(self, output: SimulateOutput) -> None:
@@ -694,26 +661,13 @@ class SimulateWidget(QWidget):
 
     def _show_layers(self, output: SimulateOutput) -> list[Any]:
         """Add the simulation's layers, replacing those of the same names in place."""
-        from napari.layers import Layer
-
         layers = self.viewer.layers
         shown = []
-        for name, (data, kwargs, kind) in output.layers.items():
-            kwargs = dict(kwargs)
-            old = layers[name] if name in layers else None
-            if old is not None:
-                kwargs["visible"] = bool(old.visible)  # keep what the user chose to show
-            layer = Layer.create(data, kwargs, kind)
-            if old is not None:
-                index = layers.index(old)
-                layers.remove(old)
-                layers.insert(index, layer)
-            elif name == LAYER_PROJECTIONS:
-                # bottom of the list: its axis labels (tilt, y, x) do not become the viewer's
-                layers.insert(0, layer)
-            else:
-                layers.append(layer)
-            shown.append(layer)
+        for name, layer_data in output.layers.items():
+            # A new projections layer goes to the bottom of the list, so its axis labels
+            # (tilt, y, x) do not become the viewer's.
+            shown.append(show_layer(self.viewer, layer_data,
+                                    new_index=0 if name == LAYER_PROJECTIONS else None))
         for name in _TILT_SERIES_LAYERS:
             if name not in output.layers and name in layers:
                 stale = layers[name]

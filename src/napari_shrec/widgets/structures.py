@@ -54,6 +54,7 @@ from ..core.structures import (
     StructureMap,
     StructureParams,
 )
+from ._common import report_error
 from ._task_status import TaskStatusWidget
 
 if TYPE_CHECKING:
@@ -540,16 +541,7 @@ class StructuresWidget(QWidget):
         self.status.status.setText("Cancelled; maps built before are kept")
 
     def _show_error(self, exc: BaseException) -> None:
-        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        if not message:
-            message = type(exc).__name__
-        self.status.status.setText(f"Failed: {message}")
-        try:
-            from napari.utils.notifications import show_error
-
-            show_error(f"Structures: {message}")
-        except Exception:  # no napari notification manager (bare scripts)
-            log.error("Structures: %s", message)
+        report_error(self.status.status, "Structures", exc)
 
     def _on_result(self, output: BuildOutput) -> None:
         if self._pending_key != self._built_key:
