@@ -1,0 +1,798 @@
+"""Detection: sliding-window inference of a class-probability network over a whole tomogram, then
+peaks per class, cross-class de-duplication, a score per particle and per-class thresholds.
+
+Conventions: arrays are indexed ``[z, y, x]``; particle coordinates are voxels of the tomogram,
+written x, y, z (:class:`~napari_shrec.core.particles.ParticleList`); radii are nm in the class
+table and voxels (``nm / voxel_size_nm``) everywhere else.
+
+Sliding window
+--------------
+The region that is searched is the whole tomogram, or the sample slab ``slab_z = (z_start,
+z_stop)`` (half-open, voxels) when it is known; everything outside is background (probability 1
+for channel 0, no detections). Patches of ``predictor.patch_size`` tile the region on a regular grid
+with the given ``overlap`` (fraction of the patch on each axis): ``n = ceil((L - P) / step) + 1``
+patches per axis spread evenly from 0 to ``L - P``, so the last patch ends at the border and only
+an axis shorter than the patch is padded (reflected; voxels beyond the tomogram). Patches read the
+tomogram itself around the slab where it exists (context), but only the slab's predictions count.
+
+Every patch's output is multiplied by a smooth window (``"gaussian"``: σ = 1/8 of the patch edge,
+as in nnU-Net; ``"cosine"``: a Hann window, sin²(π(i + ½)/n)), both never zero. Windows and the
+patch grid are separable, so the summed weight at a voxel is a product of three 1D sums: each
+patch's window is divided by it *before* accumulation and the output maps need no second pass
+(a constant predictor gives that constant everywhere, to float32 rounding, or to ±a few 1/65535
+in fixed point). Maps are accumulated in place, one patch at a time, never holding more than
+two batches of patches: by default as 16-bit fixed point (probability × 65535; 2 bytes per voxel
+and channel: 13 × 512 × 512 × 200 → 1.4 GB at stride 1, 0.17 GB at stride 2), or float32
+(``map_dtype="float32"``, twice that). Measured peak RSS of a whole detection of a 512 × 512 ×
+200 tomogram: 1.9–2.2 GB at stride 1, < 0.5 GB at stride 2 (without ``probability_maps``).
+
+Stride. A predictor with ``output_stride`` s returns maps at 1/s resolution where output voxel j
+covers input voxels s·j … s·j + s - 1 (its centre, s·j + (s - 1)/2, is where its position maps
+to; what 2 × 2 × 2 pooling gives, and what block-averaged targets train). Patches are placed on
+multiples of s. Peaks are found on the stride-s maps (s³ fewer voxels) and mapped back to tomogram
+voxels; ``probability_maps`` are upsampled to full resolution by trilinear interpolation with that
+same alignment.
+
+Batches. A predictor takes one patch. When it also has an optional method
+``predict_batch(patches: float32 (B, Z, Y, X)) -> (B, C, Z/s, Y/s, X/s)``, patches go through it
+``batch_size`` at a time (a GPU likes batches); otherwise the predictor is called in a loop.
+The blending of one batch runs in a background thread while the predictor computes the next.
+
+Peaks and scores: see :mod:`napari_shrec.core.peaks`. The score of a particle is its **peak
+probability** (the class probability at the maximum, or the largest one in the component). The
+output list is sorted by decreasing score, so for the SHREC scorer the first hit on a particle is
+always the most confident prediction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .classes import SHREC21_TABLE, ClassTable, normalize_class_name
+from .particles import ParticleList
+from .peaks import (
+    FIXED_POINT_SCALE,
+    PEAK_METHODS,
+    deduplicate_across_classes,
+    extract_peaks,
+)
+from .progress import CancelToken, ProgressCallback, ProgressReporter
+from .volume import Volume
+
+__all__ = [
+    "BLENDS",
+    "MAP_DTYPES",
+    "PEAK_METHODS",
+    "TUNING_OBJECTIVES",
+    "Predictor",
+    "DetectParams",
+    "DetectionResult",
+    "detect",
+    "particles_from_maps",
+    "class_radius_nm",
+    "tune_class_thresholds",
+    "apply_class_thresholds",
+    "window_1d",
+    "patch_positions",
+]
+
+BLENDS: tuple[str, ...] = ("gaussian", "cosine")
+MAP_DTYPES: tuple[str, ...] = ("float16", "float32")
+TUNING_OBJECTIVES: tuple[str, ...] = ("localization",)
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What :func:`detect` runs over the tomogram.
+
+    ``predictor(patch)`` takes a float32 (Z, Y, X) patch of the tomogram, raw (the predictor
+    normalises its input itself) and of exactly ``patch_size``, and returns float32 class
+    probabilities (C, Z/s, Y/s, X/s) with s = ``output_stride``: channel 0 background, channel k
+    the class ``class_names[k - 1]`` given to :func:`detect`; values in [0, 1] summing to 1 over
+    the channels (softmax).
+
+    Attributes:
+        patch_size: (Z, Y, X) input patch size in voxels, each a multiple of the network's
+            2^depth (hence of ``output_stride``).
+        output_stride: 1 (full resolution) or 2 (half).
+
+    Optional: ``predict_batch(patches (B, Z, Y, X)) -> (B, C, Z/s, Y/s, X/s)``.
+    """
+
+    patch_size: tuple[int, int, int]
+    output_stride: int
+
+    def __call__(self, patch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """How :func:`detect` runs (the CLI and the Detect widget are built from this).
+
+    Attributes:
+        overlap: fraction of the patch shared by neighbouring patches, per axis, in [0, 0.9].
+            Default 0.25: a network's predictions degrade only near the patch border (its
+            receptive field is cut off) and the Gaussian window already down-weights the border,
+            while the cost grows as 1 / (1 - overlap)³: 2.4 × the patch count of no overlap for
+            0.25, 8 × for 0.5 — 484 vs 1350 patches of 64³ over 512 × 512 × 200, which decides
+            whether detection fits the 5 min CPU budget. Use 0.5 on a GPU.
+        blend: window over each patch's output: "gaussian" or "cosine".
+        peak_method: "maxpool" (ball NMS) or "components" (connected components); see
+            :mod:`napari_shrec.core.peaks`.
+        min_score: probability threshold of the voxels that can make a detection (maxpool
+            candidates, component voxels), for every class, and the minimum score of a
+            detection of a class without its own threshold.
+        class_thresholds: {class name: minimum score} (e.g. from :func:`tune_class_thresholds`):
+            a detection of that class is kept when its score reaches it; applied after the
+            peaks and before cross-class de-duplication, so a threshold below ``min_score`` has
+            no effect and one above 1 switches the class off. Tune them on detections made with
+            the same ``min_score`` (see :func:`tune_class_thresholds`).
+        radius_fraction: maxpool NMS radius = this × the class's equivalent radius
+            (:func:`class_radius_nm`). Default 1.5: two particles of one class that do not
+            overlap are ≥ 2 radii apart if spherical, closer only when elongated; on the
+            benchmark's crowded grandmodel 1.5 halves the duplicates of 1.0 and loses no
+            particle (``benchmarks/bench_peaks.py``).
+        smooth_fraction: maxpool: the class map is smoothed with a Gaussian of σ = this × the
+            class radius before NMS (one maximum per noisy blob; 0: off, the plain max-pool).
+            Default 0.75: benchmark duplicates 306 (off), 120 (0.25), 29 (0.5), 10 (0.75), at
+            the same recall.
+        cross_class_distance_fraction: two detections of different classes closer than this ×
+            the smaller class radius are one particle: the higher score stays (0 disables).
+            Default 2.0: two spheres of radii r ≤ R that do not overlap are ≥ r + R ≥ 2r
+            apart, while one particle split between two similar classes gives detections 1–2
+            radii apart (benchmark: 1.0 leaves 14 × the duplicates, 3.0 loses 2 % of the
+            particles).
+        keep_probability_maps: return ``probability_maps`` (C, Z, Y, X) at full resolution
+            (memory: C × Z × Y × X × 2 bytes with float16).
+        batch_size: patches per call of ``predict_batch`` (when the predictor has it).
+        threads: classes whose peaks are extracted in parallel (0: all cores). The predictor
+            manages its own threads (e.g. ``torch.set_num_threads``).
+        map_dtype: "float16" (default: maps accumulated as 16-bit fixed point, resolution 1.5e-5,
+            returned as float16) or "float32" (twice the memory).
+        min_size_fraction: drop specks: a detection needs at least this fraction of its
+            class's equivalent-sphere volume above ``min_score`` (components: voxels of the
+            component; maxpool: voxels within the class radius of the peak). Default 0.05: on
+            the benchmark it removes 94 % of the false positives for 0.4 % of the particles.
+        fallback_radius_nm: radius of classes the class table has no volume for (nm).
+    """
+
+    overlap: float = 0.25
+    blend: str = "gaussian"
+    peak_method: str = "maxpool"
+    min_score: float = 0.5
+    class_thresholds: Mapping[str, float] | None = None
+    radius_fraction: float = 1.5
+    smooth_fraction: float = 0.75
+    cross_class_distance_fraction: float = 2.0
+    keep_probability_maps: bool = False
+    batch_size: int = 4
+    threads: int = 0
+    map_dtype: str = "float16"
+    min_size_fraction: float = 0.05
+    fallback_radius_nm: float = 5.0
+
+    def __post_init__(self) -> None:
+        def number(name: str, low: float, high: float = math.inf) -> None:
+            value = getattr(self, name)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}") \
+                    from None
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+            object.__setattr__(self, name, value)
+
+        number("overlap", 0.0, 0.9)
+        number("min_score", 0.0, 1.0)
+        number("radius_fraction", 1e-6)
+        number("smooth_fraction", 0.0)
+        number("cross_class_distance_fraction", 0.0)
+        number("min_size_fraction", 0.0, 1.0)
+        number("fallback_radius_nm", 1e-6)
+        if self.blend not in BLENDS:
+            raise ValueError(f"blend must be one of {BLENDS}, got {self.blend!r}")
+        if self.peak_method not in PEAK_METHODS:
+            raise ValueError(f"peak_method must be one of {PEAK_METHODS}, got "
+                             f"{self.peak_method!r}")
+        if self.map_dtype not in MAP_DTYPES:
+            raise ValueError(f"map_dtype must be one of {MAP_DTYPES}, got {self.map_dtype!r}")
+        for name, low in (("batch_size", 1), ("threads", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "keep_probability_maps", bool(self.keep_probability_maps))
+        if self.class_thresholds is not None:
+            clean: dict[str, float] = {}
+            for key, value in dict(self.class_thresholds).items():
+                t = float(value)
+                if not (math.isfinite(t) and t >= 0):
+                    raise ValueError(f"class threshold of {key!r} must be ≥ 0, got {value!r}")
+                clean[normalize_class_name(key)] = t
+            object.__setattr__(self, "class_thresholds", MappingProxyType(clean))
+
+    def __hash__(self) -> int:
+        items = self.to_dict()
+        thresholds = items.pop("class_thresholds")
+        return hash((tuple(items.items()),
+                     None if thresholds is None else tuple(sorted(thresholds.items()))))
+
+    def threshold_of(self, class_name: str) -> float:
+        """The minimum score of a detection of a class: its own threshold, else ``min_score``."""
+        if self.class_thresholds is not None:
+            own = self.class_thresholds.get(normalize_class_name(class_name))
+            if own is not None:
+                return float(own)
+        return self.min_score
+
+    def replace(self, **changes: Any) -> DetectParams:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["class_thresholds"] = (None if self.class_thresholds is None
+                                   else dict(self.class_thresholds))
+        return out
+
+
+@dataclass
+class DetectionResult:
+    """What :func:`detect` found.
+
+    Attributes:
+        particles: detections sorted by decreasing score: class_name, x, y, z (tomogram voxels,
+            floats), score (peak probability); ``voxel_size_nm`` set, ``metadata`` holds the
+            method and the threshold of each class.
+        probability_maps: (C, Z, Y, X) float16 (or float32) at full resolution over the whole
+            tomogram when ``keep_probability_maps``, else None.
+        timings_s: seconds: "inference" (predictor calls), "blending" (accumulation, in a
+            background thread overlapping the predictor), "peaks", "deduplication", "maps",
+            "total".
+        params: the parameters used.
+        class_names: channel k = ``class_names[k - 1]``.
+        slab_z: the searched z range (start, stop), voxels.
+        n_patches: predictor patches run.
+        output_stride: the predictor's stride.
+    """
+
+    particles: ParticleList
+    probability_maps: np.ndarray | None
+    timings_s: dict[str, float]
+    params: DetectParams
+    class_names: tuple[str, ...] = ()
+    slab_z: tuple[int, int] = (0, 0)
+    n_patches: int = 0
+    output_stride: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- geometry helpers
+def class_radius_nm(name: str, class_table: ClassTable | None = None,
+                    fallback_nm: float = 5.0) -> float:
+    """A class's radius in nm: its equivalent-sphere radius (3V/4π)^(1/3) from the class table,
+    else its effective radius, else ``fallback_nm`` (classes without shape statistics or not in
+    the table)."""
+    table = class_table if class_table is not None else SHREC21_TABLE
+    if name in table:
+        cls = table.by_name(name)
+        for r in (cls.equivalent_radius_nm, cls.effective_radius_nm):
+            if r is not None and r > 0:
+                return float(r)
+    return float(fallback_nm)
+
+
+def window_1d(n: int, blend: str) -> NDArray[np.float64]:
+    """The 1D blending window of length ``n`` (max 1, never 0)."""
+    i = np.arange(n, dtype=np.float64)
+    if blend == "gaussian":
+        sigma = max(n / 8.0, 1e-6)
+        w = np.exp(-0.5 * ((i - (n - 1) / 2.0) / sigma) ** 2)
+    elif blend == "cosine":
+        w = np.sin(np.pi * (i + 0.5) / n) ** 2
+    else:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+    w = w / w.max()
+    return np.maximum(w, 1e-6)
+
+
+def patch_positions(length: int, patch: int, overlap: float, stride: int = 1) -> list[int]:
+    """Start positions (voxels) of patches of size ``patch`` covering [0, length), evenly spread
+    from 0 to length - patch, each a multiple of ``stride`` (``length`` and ``patch`` must be
+    multiples of it); consecutive patches overlap by at least ``overlap`` × patch (rounded) and
+    never leave a gap."""
+    if length <= patch:
+        return [0]
+    step = max(stride, int(round(patch * (1.0 - overlap))) // stride * stride)
+    n = math.ceil((length - patch) / step) + 1
+    raw = np.linspace(0, length - patch, n)
+    pos = sorted({int(round(p / stride)) * stride for p in raw})
+    pos[-1] = length - patch  # a multiple of stride: both are
+    return pos
+
+
+def _normalised_windows(length_out: int, patch_out: int, positions_out: Sequence[int],
+                        blend: str) -> list[NDArray[np.float32]]:
+    """Per patch position, the 1D window divided by the summed windows at the voxels it covers."""
+    w = window_1d(patch_out, blend)
+    total = np.zeros(length_out, dtype=np.float64)
+    for p in positions_out:
+        total[p:p + patch_out] += w
+    return [(w / total[p:p + patch_out]).astype(np.float32) for p in positions_out]
+
+
+# --------------------------------------------------------------------------- kernels
+_ACC: dict[str, Any] = {}
+
+
+def _accumulate_kernel(fixed_point: bool) -> Callable[..., None]:
+    key = "u16" if fixed_point else "f32"
+    if key in _ACC:
+        return _ACC[key]
+    import numba
+
+    if fixed_point:
+        @numba.njit(nogil=True, cache=True)
+        def kernel(acc, out, wz, wy, wx, z0, y0, x0):  # pragma: no cover - jit
+            n_c, pz, py, px = out.shape
+            _, az, ay, ax = acc.shape
+            for c in range(n_c):
+                for i in range(pz):
+                    z = z0 + i
+                    if z < 0 or z >= az:
+                        continue
+                    for j in range(py):
+                        y = y0 + j
+                        if y < 0 or y >= ay:
+                            continue
+                        wzy = wz[i] * wy[j]
+                        for k in range(px):
+                            x = x0 + k
+                            if x < 0 or x >= ax:
+                                continue
+                            p = out[c, i, j, k]
+                            if not (p > 0.0):  # also NaN
+                                continue
+                            if p > 1.0:
+                                p = 1.0
+                            v = acc[c, z, y, x] + int(p * wzy * wx[k] * 65535.0 + 0.5)
+                            acc[c, z, y, x] = 65535 if v > 65535 else v
+    else:
+        @numba.njit(nogil=True, cache=True)
+        def kernel(acc, out, wz, wy, wx, z0, y0, x0):  # pragma: no cover - jit
+            n_c, pz, py, px = out.shape
+            _, az, ay, ax = acc.shape
+            for c in range(n_c):
+                for i in range(pz):
+                    z = z0 + i
+                    if z < 0 or z >= az:
+                        continue
+                    for j in range(py):
+                        y = y0 + j
+                        if y < 0 or y >= ay:
+                            continue
+                        wzy = wz[i] * wy[j]
+                        for k in range(px):
+                            x = x0 + k
+                            if x < 0 or x >= ax:
+                                continue
+                            p = out[c, i, j, k]
+                            if not (p > 0.0):
+                                continue
+                            if p > 1.0:
+                                p = 1.0
+                            acc[c, z, y, x] += p * wzy * wx[k]
+    _ACC[key] = kernel
+    return kernel
+
+
+# --------------------------------------------------------------------------- patches
+def _read_patch(volume: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """volume[start : start + size] as float32, reflected where it leaves the volume."""
+    lo = [max(0, s) for s in start]
+    hi = [min(n, s + p) for s, p, n in zip(start, size, volume.shape)]
+    block = np.asarray(volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+    pad = [(a - s, s + p - b) for s, p, a, b in zip(start, size, lo, hi)]
+    if any(before or after for before, after in pad):
+        for axis, (before, after) in enumerate(pad):
+            if not (before or after):
+                continue
+            widths = [(0, 0)] * 3
+            widths[axis] = (before, after)
+            mode = "reflect" if block.shape[axis] > 1 else "edge"
+            block = np.pad(block, widths, mode=mode)
+    return np.ascontiguousarray(block)
+
+
+def _run_predictor(predictor: Any, patches: list[np.ndarray], batch: bool) -> list[np.ndarray]:
+    """Predictor outputs as fresh C-contiguous float32 arrays (copies)."""
+    if batch and len(patches) > 1:
+        out = predictor.predict_batch(np.stack(patches))
+        return [np.array(o, dtype=np.float32, order="C", copy=True) for o in out]
+    return [np.array(predictor(p), dtype=np.float32, order="C", copy=True) for p in patches]
+
+
+# --------------------------------------------------------------------------- detect
+def detect(
+    volume_zyx: np.ndarray | Volume,
+    predictor: Predictor,
+    params: DetectParams = DetectParams(),
+    *,
+    class_names: Sequence[str],
+    voxel_size_nm: float = 1.0,
+    slab_z: tuple[int, int] | None = None,
+    class_table: ClassTable | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> DetectionResult:
+    """Find the particles of a tomogram with a class-probability predictor.
+
+    Args:
+        volume_zyx: the tomogram (z, y, x), any real dtype; a read-only memmap is fine (patches
+            are read one at a time). A :class:`~napari_shrec.core.volume.Volume` gives its data.
+        predictor: a :class:`Predictor` (output channels = 1 + len(class_names)).
+        params: :class:`DetectParams`.
+        class_names: class of each output channel k ≥ 1 (channel k = class_names[k - 1]).
+        voxel_size_nm: voxel edge of the tomogram (nm): class radii (nm) → voxels.
+        slab_z: (z_start, z_stop), half-open voxel range holding the sample; None = all.
+        class_table: where class radii come from (default SHREC'21 table = SHREC'20 + extras).
+        progress: ``progress(done, total, message)``: one step per patch, one per class.
+        cancel: :class:`CancelToken`, checked between patches and classes.
+
+    Returns:
+        :class:`DetectionResult`.
+
+    Raises:
+        Cancelled: when ``cancel`` was set.
+        ValueError: bad shapes (volume not 3D, predictor output not (C, Z/s, Y/s, X/s) with
+            C = 1 + len(class_names), patch size not a multiple of the stride).
+    """
+    t_start = time.perf_counter()
+    data = volume_zyx.data if isinstance(volume_zyx, Volume) else volume_zyx
+    if not hasattr(data, "ndim") or data.ndim != 3:
+        raise ValueError(f"the tomogram must be a 3D (z, y, x) array, got shape "
+                         f"{getattr(data, 'shape', None)}")
+    names = tuple(str(n) for n in class_names)
+    if not names:
+        raise ValueError("class_names must name at least one class")
+    n_channels = len(names) + 1
+    stride = int(getattr(predictor, "output_stride", 1))
+    patch = tuple(int(p) for p in predictor.patch_size)
+    if stride < 1 or len(patch) != 3 or any(p < 1 or p % stride for p in patch):
+        raise ValueError(f"patch size {patch} must be 3 positive multiples of the output "
+                         f"stride {stride}")
+    shape = tuple(int(s) for s in data.shape)
+    z0, z1 = (0, shape[0]) if slab_z is None else (int(slab_z[0]), int(slab_z[1]))
+    z0, z1 = max(0, z0), min(shape[0], z1)
+    z1 = max(z0, z1)
+    region = (z1 - z0, shape[1], shape[2])
+    out_shape = tuple(math.ceil(r / stride) for r in region)
+    grid = tuple(max(p, o * stride) for p, o in zip(patch, out_shape))
+    positions = [patch_positions(g, p, params.overlap, stride) for g, p in zip(grid, patch)]
+    patch_out = tuple(p // stride for p in patch)
+    windows = [_normalised_windows(g // stride, po, [q // stride for q in pos], params.blend)
+               for g, po, pos in zip(grid, patch_out, positions)]
+    starts = [(a, b, c) for a in range(len(positions[0])) for b in range(len(positions[1]))
+              for c in range(len(positions[2]))] if region[0] > 0 else []
+    n_patches = len(starts)
+
+    reporter = ProgressReporter(n_patches + len(names) + 2, progress, cancel)
+    reporter.start(f"detection: {n_patches} patches")
+    fixed = params.map_dtype == "float16"
+    acc = np.zeros((n_channels, *out_shape), dtype=np.uint16 if fixed else np.float32)
+    kernel = _accumulate_kernel(fixed)
+    batch = params.batch_size > 1 and callable(getattr(predictor, "predict_batch", None))
+    timings = {"inference": 0.0, "blending": 0.0, "peaks": 0.0, "deduplication": 0.0,
+               "maps": 0.0}
+    expected = (n_channels, *patch_out)
+    step = params.batch_size if batch else 1
+
+    def accumulate(chunk: list[tuple[int, int, int]], outputs: list[np.ndarray]) -> None:
+        t = time.perf_counter()
+        for (a, b, c), out in zip(chunk, outputs):
+            kernel(acc, out, windows[0][a], windows[1][b], windows[2][c],
+                   positions[0][a] // stride, positions[1][b] // stride,
+                   positions[2][c] // stride)
+        timings["blending"] += time.perf_counter() - t
+
+    # One background thread blends batch i while the predictor runs batch i + 1 (a GPU
+    # predictor waits on the device with the GIL released). Outputs are copied first, so a
+    # predictor may reuse its output buffer.
+    pending = None
+    with ThreadPoolExecutor(1, thread_name_prefix="napari-shrec-blend") as pool:
+        for first in range(0, n_patches, step):
+            chunk = starts[first:first + step]
+            reporter.check()
+            patches = [_read_patch(data, (z0 + positions[0][a], positions[1][b],
+                                          positions[2][c]), patch) for a, b, c in chunk]
+            t0 = time.perf_counter()
+            outputs = _run_predictor(predictor, patches, batch)
+            timings["inference"] += time.perf_counter() - t0
+            for out in outputs:
+                if out.shape != expected:
+                    raise ValueError(f"the predictor returned shape {out.shape}, expected "
+                                     f"{expected} (C = 1 + {len(names)} classes, patch "
+                                     f"{patch} / stride {stride})")
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(accumulate, chunk, outputs)
+            reporter.advance(f"patch {min(first + step, n_patches)}/{n_patches}",
+                             steps=len(chunk))
+        if pending is not None:
+            pending.result()
+
+    def forward(done: int, _total: int, message: str) -> None:
+        if progress is not None:
+            progress(n_patches + done, reporter.total, message)
+
+    particles, peak_timings = particles_from_maps(
+        acc, names, params, voxel_size_nm=voxel_size_nm, stride=stride, z_offset=z0,
+        shape_zyx=region, class_table=class_table, progress=forward, cancel=cancel)
+    timings.update(peak_timings)
+    reporter.done = n_patches + len(names) + 1
+    reporter.advance("probability maps" if params.keep_probability_maps else "done")
+
+    maps = None
+    if params.keep_probability_maps:
+        t0 = time.perf_counter()
+        maps = _full_resolution_maps(acc, shape, (z0, z1), stride, params.map_dtype, cancel)
+        timings["maps"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    particles.metadata.update(slab_z=[z0, z1], n_patches=n_patches, output_stride=stride,
+                              patch_size=list(patch))
+    return DetectionResult(particles=particles, probability_maps=maps, timings_s=timings,
+                           params=params, class_names=names, slab_z=(z0, z1),
+                           n_patches=n_patches, output_stride=stride)
+
+
+def particles_from_maps(
+    maps: np.ndarray,
+    class_names: Sequence[str],
+    params: DetectParams = DetectParams(),
+    *,
+    voxel_size_nm: float = 1.0,
+    stride: int = 1,
+    z_offset: int = 0,
+    shape_zyx: tuple[int, int, int] | None = None,
+    class_table: ClassTable | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> tuple[ParticleList, dict[str, float]]:
+    """Peaks, de-duplication and scores from probability maps: the second half of :func:`detect`.
+
+    Args:
+        maps: (C, Z', Y', X') maps, channel 0 background, channel k = class_names[k - 1]
+            (float32, float16 or uint16 fixed point = probability × 65535), at 1/``stride``
+            resolution; map voxel j covers tomogram voxels stride·j … stride·j + stride - 1.
+        class_names, params, voxel_size_nm, class_table: as in :func:`detect`.
+        stride: output stride of the maps.
+        z_offset: tomogram z of the maps' first slice (the slab start), voxels.
+        shape_zyx: full-resolution size of the region the maps cover (default: the maps'
+            shape × stride); positions are clipped into it.
+
+    Returns:
+        ``(particles, timings)``: the detections (tomogram voxels x, y, z, sorted by decreasing
+        score) and {"peaks": s, "deduplication": s}.
+    """
+    names = tuple(str(n) for n in class_names)
+    if maps.ndim != 4 or maps.shape[0] != len(names) + 1:
+        raise ValueError(f"maps must be (1 + {len(names)}, Z, Y, X), got {maps.shape}")
+    table = class_table if class_table is not None else SHREC21_TABLE
+    voxel = float(voxel_size_nm)
+    radii_vox = np.array([class_radius_nm(n, table, params.fallback_radius_nm) / voxel
+                          for n in names])
+    thresholds = [params.threshold_of(n) for n in names]
+    nms = radii_vox * params.radius_fraction / stride
+    sigmas = radii_vox * params.smooth_fraction / stride
+    sphere_vox = 4.0 / 3.0 * np.pi * radii_vox ** 3 / stride ** 3
+    min_voxels = np.maximum(1, np.ceil(params.min_size_fraction * sphere_vox)).astype(int)
+    t0 = time.perf_counter()
+    peaks = extract_peaks(maps, method=params.peak_method, thresholds=params.min_score,
+                          radii=nms, smooth_sigmas=sigmas, min_voxels=min_voxels,
+                          support_radii=radii_vox / stride, threads=params.threads,
+                          progress=progress, cancel=cancel)
+    n_peaks = len(peaks)
+    peaks = peaks.subset(peaks.scores >= np.asarray(thresholds)[peaks.class_index - 1])
+    t1 = time.perf_counter()
+    # map voxel j → centre of the tomogram voxels it covers
+    coords_zyx = peaks.coords_zyx * stride + (stride - 1) / 2.0
+    region = np.asarray(shape_zyx if shape_zyx is not None
+                        else [n * stride for n in maps.shape[1:]], dtype=np.float64)
+    coords_zyx = np.clip(coords_zyx, 0.0, np.maximum(region - 1.0, 0.0))
+    coords_zyx[:, 0] += z_offset
+    keep = deduplicate_across_classes(coords_zyx, peaks.scores, peaks.class_index - 1,
+                                      radii_vox, params.cross_class_distance_fraction)
+    coords_zyx = coords_zyx[keep]
+    scores = peaks.scores[keep]
+    labels = peaks.class_index[keep] - 1
+    order = np.lexsort((labels, -scores))
+    coords_zyx, scores, labels = coords_zyx[order], scores[order], labels[order]
+    out_names = [table.canonical_name(n) if n in table else normalize_class_name(n)
+                 for n in names]
+    particles = ParticleList.from_arrays(
+        [out_names[i] for i in labels], coords_zyx[:, ::-1], scores=scores,
+        voxel_size_nm=voxel,
+        metadata={"source": "napari-shrec detect", "peak_method": params.peak_method,
+                  "min_score": params.min_score,
+                  "thresholds": dict(zip(out_names, thresholds)),
+                  "n_peaks": n_peaks, "n_before_deduplication": int(len(peaks))})
+    return particles, {"peaks": t1 - t0, "deduplication": time.perf_counter() - t1}
+
+
+# --------------------------------------------------------------------------- maps
+def _upsample_axis(a: np.ndarray, axis: int, stride: int, n_out: int) -> np.ndarray:
+    """Linear interpolation along ``axis``: output voxel i sits at input coordinate
+    (i - (stride - 1)/2) / stride (clamped at the ends)."""
+    n_in = a.shape[axis]
+    u = (np.arange(n_out) - (stride - 1) / 2.0) / stride
+    u = np.clip(u, 0.0, n_in - 1)
+    i0 = np.minimum(np.floor(u).astype(np.int64), max(n_in - 2, 0))
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    f = (u - i0).astype(np.float32)
+    shape = [1] * a.ndim
+    shape[axis] = n_out
+    f = f.reshape(shape)
+    return np.take(a, i0, axis=axis) * (1 - f) + np.take(a, i1, axis=axis) * f
+
+
+def _full_resolution_maps(acc: np.ndarray, shape: tuple[int, int, int], slab: tuple[int, int],
+                          stride: int, dtype: str, cancel: CancelToken | None) -> np.ndarray:
+    """(C, Z, Y, X) maps over the whole tomogram: the slab upsampled, background elsewhere."""
+    z0, z1 = slab
+    out = np.zeros((acc.shape[0], *shape), dtype=np.dtype(dtype))
+    out[0] = 1
+    out[0, z0:z1] = 0
+    region = (z1 - z0, shape[1], shape[2])
+    for c in range(acc.shape[0]):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        m = acc[c].astype(np.float32)
+        if acc.dtype == np.uint16:
+            m *= np.float32(1.0 / FIXED_POINT_SCALE)
+        if stride > 1 and region[0] > 0:
+            for axis in range(3):
+                m = _upsample_axis(m, axis, stride, region[axis])
+        out[c, z0:z1] = m[:region[0], :region[1], :region[2]]
+    return out
+
+
+# --------------------------------------------------------------------------- thresholds
+def apply_class_thresholds(particles: ParticleList, thresholds: Mapping[str, float],
+                           default: float = 0.0) -> ParticleList:
+    """The detections whose score reaches their class's threshold (``default`` for classes
+    not in ``thresholds``)."""
+    if not len(particles):
+        return particles.copy()
+    lookup = {normalize_class_name(k): float(v) for k, v in thresholds.items()}
+    names = [normalize_class_name(n) for n in particles.class_names]
+    limit = np.array([lookup.get(n, default) for n in names])
+    return particles.subset(particles.scores() >= limit)
+
+
+def tune_class_thresholds(
+    candidates: DetectionResult | ParticleList,
+    gt_particles: ParticleList,
+    occupancy_mask: np.ndarray | Volume,
+    class_names: Sequence[str] | None = None,
+    *,
+    objective: str = "localization",
+    score_params: Any = None,
+    class_table: ClassTable | None = None,
+    floor: float | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, float]:
+    """Per-class thresholds that maximise each class's F1 on validation data.
+
+    Run :func:`detect` on a validation tomogram with ``class_thresholds=None`` and the
+    ``min_score`` you will detect with (thresholds can only be raised above it: lower
+    ``min_score`` for both runs, e.g. 0.3, to let a class go below 0.5), pass the result here,
+    and use the returned dict as ``DetectParams.class_thresholds``: detection with them keeps
+    exactly the candidates whose score reaches their class's threshold (up to cross-class
+    de-duplication, below).
+
+    Every candidate is scored once with the project's scorer
+    (:func:`~napari_shrec.core.score.score_submission`, ``ScoreParams(mode="native")`` unless
+    given), candidates sorted by decreasing score. For each class c the objective is the scorer's
+    ``per_class_localization_F1[c]``: the lines labelled c against the particles of class c
+    (precision counts every c-labelled line — on background, on another class's particle, or a
+    second hit — recall the class-c particles hit by a c-labelled line). It depends on class c's
+    lines only, so every class is tuned exactly and independently, over every distinct candidate
+    score. (The confusion-matrix ``per_class_F1`` is not used: it ignores lines on background, so
+    it would always favour the lowest threshold.)
+
+    Caveat: de-duplication across classes ran on the candidates; with a class's threshold raised,
+    a detection of another class that one of its removed detections had suppressed comes back.
+    The effect is second order.
+
+    Args:
+        candidates: a :class:`DetectionResult` or its particle list (low threshold).
+        gt_particles: ground truth, row i = occupancy id i + 1.
+        occupancy_mask: (z, y, x) ground-truth occupancy mask in the candidates' frame.
+        class_names: classes to tune (default: every class among candidates and ground truth).
+        objective: "localization" (above).
+        score_params: :class:`~napari_shrec.core.score.ScoreParams` (default native mode).
+        class_table: scorer's class table (default from the labels).
+        floor: lowest threshold returned (default: the candidates' ``min_score`` for a
+            :class:`DetectionResult`, else the lowest candidate score).
+        progress, cancel: as elsewhere.
+
+    Returns:
+        {class name: threshold}: the midpoint between the lowest kept score and the next lower
+        candidate score (``floor`` when every candidate is kept); just above the highest
+        candidate score when the class has no ground-truth particle (switches it off); classes
+        with neither candidates nor particles are left out.
+    """
+    from .score import ScoreParams, score_submission
+
+    if objective not in TUNING_OBJECTIVES:
+        raise ValueError(f"objective must be one of {TUNING_OBJECTIVES}, got {objective!r}")
+    preds = candidates.particles if isinstance(candidates, DetectionResult) else candidates
+    sp = score_params if score_params is not None else ScoreParams(mode="native")
+    order = np.lexsort((np.arange(len(preds)), -np.nan_to_num(preds.scores(), nan=-np.inf))) \
+        if len(preds) else np.zeros(0, dtype=np.int64)
+    preds = preds.subset(order)
+    result = score_submission(gt_particles, occupancy_mask, preds, sp, class_table=class_table,
+                              submission_name="threshold candidates", progress=progress,
+                              cancel=cancel)
+    table = result.class_table
+    pred_names = np.array([table.canonical_name(n) if n in table else normalize_class_name(n)
+                           for n in preds.class_names], dtype=object)
+    gt_names = np.array([table.canonical_name(n) for n in gt_particles.class_names],
+                        dtype=object) if len(gt_particles) else np.zeros(0, dtype=object)
+    scored = set(result.scored_classes)
+    if class_names is None:
+        wanted = sorted(set(pred_names.tolist()) | set(gt_names.tolist()))
+    else:
+        wanted = [table.canonical_name(n) if n in table else normalize_class_name(n)
+                  for n in class_names]
+    scores_all = np.nan_to_num(preds.scores(), nan=0.0)
+    if floor is not None:
+        lowest = float(floor)
+    elif isinstance(candidates, DetectionResult):
+        lowest = float(candidates.params.min_score)
+    else:
+        lowest = float(scores_all.min()) if scores_all.size else 0.0
+    hit = result.hit_particle
+    out: dict[str, float] = {}
+    for name in wanted:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        sel = np.flatnonzero(pred_names == name)
+        n_gt = int(np.count_nonzero(gt_names == name)) if name in scored else 0
+        if sel.size == 0:
+            if n_gt:
+                out[name] = lowest
+            continue
+        s = scores_all[sel]  # decreasing
+        if n_gt == 0:
+            out[name] = float(np.nextafter(s.max(), np.inf))
+            continue
+        h = hit[sel]
+        own = np.zeros(h.size, dtype=bool)
+        valid = h > 0
+        own[valid] = gt_names[h[valid] - 1] == name
+        # distinct own-class particles among the first k lines
+        first = np.zeros(h.size, dtype=bool)
+        if own.any():
+            _, first_pos = np.unique(h[own], return_index=True)
+            first[np.flatnonzero(own)[first_pos]] = True
+        tp = np.cumsum(first)
+        rr = np.arange(1, h.size + 1)
+        f1 = 2.0 * tp / (rr + n_gt)
+        # only cut at the end of a run of equal scores
+        ends = np.append(s[1:] != s[:-1], True)
+        f1 = np.where(ends, f1, -1.0)
+        k = int(np.argmax(f1))
+        threshold = 0.5 * (s[k] + s[k + 1]) if k + 1 < s.size else lowest
+        out[name] = float(max(threshold, lowest))
+    return out
