@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtWidgets import QMessageBox
 
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
@@ -416,9 +417,9 @@ def test_save_writes_an_mrc_and_refuses_to_overwrite(viewer, qtbot, dataset, tmp
 
     def no(*args, **kwargs):
         asked.append(args[2])
-        return reconstruct_module.QMessageBox.StandardButton.No
+        return QMessageBox.StandardButton.No
 
-    monkeypatch.setattr(reconstruct_module.QMessageBox, "question", no)
+    monkeypatch.setattr(QMessageBox, "question", no)
     stamp = target.stat().st_mtime_ns
     widget.save_button.click()
     assert asked and "already exists" in asked[0]

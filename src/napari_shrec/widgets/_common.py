@@ -1,16 +1,19 @@
-"""Small pieces every dock widget uses: spin boxes with units, error reporting, layers by name."""
+"""Small pieces every dock widget uses: spin boxes with units, error reporting, layers by name,
+asking before a file is replaced."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QDoubleSpinBox, QLabel, QSpinBox
+from pathlib import Path
+
+from qtpy.QtWidgets import QDoubleSpinBox, QLabel, QMessageBox, QSpinBox, QWidget
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["int_spin", "float_spin", "report_error", "show_layer"]
+__all__ = ["int_spin", "float_spin", "report_error", "show_layer", "confirm_replace"]
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +83,14 @@ def show_layer(viewer: napari.viewer.Viewer | Any, layer_data: tuple[Any, dict, 
     else:
         layers.append(layer)
     return layer
+
+
+def confirm_replace(parent: QWidget, target: Path) -> bool:
+    """True when ``target`` does not exist, or when the user agrees to replace it."""
+    if not target.exists():
+        return True
+    answer = QMessageBox.question(
+        parent, "Replace the file?", f"{target} already exists.\n\nReplace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes

@@ -75,7 +75,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -96,7 +95,7 @@ from ..layers import (
     particles_to_points_layer,
     points_layer_to_particles,
 )
-from ._common import float_spin, report_error, show_layer
+from ._common import confirm_replace, float_spin, report_error, show_layer
 
 if TYPE_CHECKING:
     import napari
@@ -1764,16 +1763,10 @@ class AnnotateWidget(QWidget):
         if not path:
             return
         target = Path(path)
-        overwrite = False
-        if target.exists():
-            answer = QMessageBox.question(
-                self, "Replace the file?", f"{target} already exists.\n\nReplace it?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
-                self.status.setText(f"Not saved: {target.name} already exists")
-                return
-            overwrite = True
+        overwrite = target.exists()
+        if not confirm_replace(self, target):
+            self.status.setText(f"Not saved: {target.name} already exists")
+            return
         self.save_annotations(target, overwrite=overwrite)
 
     def _open_dialog(self, title: str) -> str:

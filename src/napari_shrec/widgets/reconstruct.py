@@ -49,7 +49,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -65,7 +64,7 @@ from ..core.reconstruct_input import (
     load_tilt_series,
     reconstruction_metadata,
 )
-from ._common import float_spin, int_spin, report_error, show_layer
+from ._common import confirm_replace, float_spin, int_spin, report_error, show_layer
 from ._task_status import TaskStatusWidget
 
 if TYPE_CHECKING:
@@ -777,14 +776,8 @@ class ReconstructWidget(QWidget):
         if not path:
             return
         target = Path(path)
-        overwrite = False
-        if target.exists():
-            answer = QMessageBox.question(
-                self, "Replace the file?", f"{target} already exists.\n\nReplace it?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
-                self.status.status.setText(f"Not saved: {target.name} already exists")
-                return
-            overwrite = True
+        overwrite = target.exists()
+        if not confirm_replace(self, target):
+            self.status.status.setText(f"Not saved: {target.name} already exists")
+            return
         self.save_reconstruction(target, overwrite=overwrite)
