@@ -331,67 +331,47 @@ def _normalised_windows(length_out: int, patch_out: int, positions_out: Sequence
 
 
 # --------------------------------------------------------------------------- kernels
-_ACC: dict[str, Any] = {}
+_ACC: list[Any] = []
 
 
-def _accumulate_kernel(fixed_point: bool) -> Callable[..., None]:
-    key = "u16" if fixed_point else "f32"
-    if key in _ACC:
-        return _ACC[key]
+def _accumulate_kernel() -> Callable[..., None]:
+    """The compiled accumulation ``acc[c, z, y, x] += p · w`` of one patch's probabilities,
+    clipped to [0, 1] and NaN-safe. With ``fixed_point`` the accumulator is uint16 holding
+    p · 65535 (rounded, saturating), else float32."""
+    if _ACC:
+        return _ACC[0]
     import numba
 
-    if fixed_point:
-        @numba.njit(nogil=True, cache=True)
-        def kernel(acc, out, wz, wy, wx, z0, y0, x0):  # pragma: no cover - jit
-            n_c, pz, py, px = out.shape
-            _, az, ay, ax = acc.shape
-            for c in range(n_c):
-                for i in range(pz):
-                    z = z0 + i
-                    if z < 0 or z >= az:
+    @numba.njit(nogil=True, cache=True)
+    def kernel(acc, out, wz, wy, wx, z0, y0, x0, fixed_point):  # pragma: no cover - jit
+        n_c, pz, py, px = out.shape
+        _, az, ay, ax = acc.shape
+        for c in range(n_c):
+            for i in range(pz):
+                z = z0 + i
+                if z < 0 or z >= az:
+                    continue
+                for j in range(py):
+                    y = y0 + j
+                    if y < 0 or y >= ay:
                         continue
-                    for j in range(py):
-                        y = y0 + j
-                        if y < 0 or y >= ay:
+                    wzy = wz[i] * wy[j]
+                    for k in range(px):
+                        x = x0 + k
+                        if x < 0 or x >= ax:
                             continue
-                        wzy = wz[i] * wy[j]
-                        for k in range(px):
-                            x = x0 + k
-                            if x < 0 or x >= ax:
-                                continue
-                            p = out[c, i, j, k]
-                            if not (p > 0.0):  # also NaN
-                                continue
-                            if p > 1.0:
-                                p = 1.0
+                        p = out[c, i, j, k]
+                        if not (p > 0.0):  # also NaN
+                            continue
+                        if p > 1.0:
+                            p = 1.0
+                        if fixed_point:
                             v = acc[c, z, y, x] + int(p * wzy * wx[k] * 65535.0 + 0.5)
                             acc[c, z, y, x] = 65535 if v > 65535 else v
-    else:
-        @numba.njit(nogil=True, cache=True)
-        def kernel(acc, out, wz, wy, wx, z0, y0, x0):  # pragma: no cover - jit
-            n_c, pz, py, px = out.shape
-            _, az, ay, ax = acc.shape
-            for c in range(n_c):
-                for i in range(pz):
-                    z = z0 + i
-                    if z < 0 or z >= az:
-                        continue
-                    for j in range(py):
-                        y = y0 + j
-                        if y < 0 or y >= ay:
-                            continue
-                        wzy = wz[i] * wy[j]
-                        for k in range(px):
-                            x = x0 + k
-                            if x < 0 or x >= ax:
-                                continue
-                            p = out[c, i, j, k]
-                            if not (p > 0.0):
-                                continue
-                            if p > 1.0:
-                                p = 1.0
+                        else:
                             acc[c, z, y, x] += p * wzy * wx[k]
-    _ACC[key] = kernel
+
+    _ACC.append(kernel)
     return kernel
 
 
@@ -489,7 +469,7 @@ def detect(
     reporter.start(f"detection: {n_patches} patches")
     fixed = params.map_dtype == "float16"
     acc = np.zeros((n_channels, *out_shape), dtype=np.uint16 if fixed else np.float32)
-    kernel = _accumulate_kernel(fixed)
+    kernel = _accumulate_kernel()
     batch = params.batch_size > 1 and callable(getattr(predictor, "predict_batch", None))
     timings = {"inference": 0.0, "blending": 0.0, "peaks": 0.0, "deduplication": 0.0,
                "maps": 0.0}
@@ -501,7 +481,7 @@ def detect(
         for (a, b, c), out in zip(chunk, outputs):
             kernel(acc, out, windows[0][a], windows[1][b], windows[2][c],
                    positions[0][a] // stride, positions[1][b] // stride,
-                   positions[2][c] // stride)
+                   positions[2][c] // stride, fixed)
         timings["blending"] += time.perf_counter() - t
 
     # One background thread blends batch i while the predictor runs batch i + 1 (a GPU
