@@ -2,10 +2,11 @@
 
 Usage:
     python scripts/make_training_set.py --out DIR [--tomograms 10] [--preset shrec2020]
-        [--first-seed 1000] [--structures DIR ...] [--device auto]
+        [--first-seed 1000] [--validation 0] [--structures DIR ...] [--device auto]
 
-Like the SHREC'20 release, models 0 … N−2 are for training and the last one is the test
-tomogram; ``DIR/set.json`` records which seed made which folder and that split. Seeds are
+Like the SHREC'20 release, the last model is the test tomogram; before it come ``--validation``
+models for choosing checkpoints and thresholds, and the rest are for training.
+``DIR/set.json`` records which seed made which folder and that split. Seeds are
 ``first_seed + index``; pick a ``--first-seed`` that no evaluation set uses. The script is
 resumable: a folder that already holds a finished simulation (its ``simulation.json`` with the
 expected seed and preset) is skipped; a folder without it (an interrupted run) is simulated again,
@@ -34,17 +35,29 @@ def _finished(folder: Path, seed: int, preset: str) -> bool:
     return record.get("seed") == seed and (record.get("params") or {}).get("preset") == preset
 
 
+def _role(index: int, n_tomograms: int, n_validation: int) -> str:
+    if n_tomograms > 1 and index == n_tomograms - 1:
+        return "test"
+    if index >= n_tomograms - 1 - n_validation:
+        return "validation"
+    return "train"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tomograms", type=int, default=10)
     parser.add_argument("--preset", default="shrec2020", choices=("shrec2020", "small"))
     parser.add_argument("--first-seed", type=int, default=1000)
+    parser.add_argument("--validation", type=int, default=0,
+                        help="how many models before the test model are for validation")
     parser.add_argument("--structures", action="append", type=Path, default=None)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = parser.parse_args(argv)
     if args.tomograms < 1:
         parser.error("--tomograms must be ≥ 1")
+    if not 0 <= args.validation <= args.tomograms - 2:
+        parser.error("--validation must leave at least one training and one test model")
 
     from napari_shrec.core.simulate import run_simulation, simulation_params
     from napari_shrec.io._atomic import write_text_atomic
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     for index in range(args.tomograms):
         seed = args.first_seed + index
         folder = args.out / f"model_{index}"
-        role = "test" if index == args.tomograms - 1 and args.tomograms > 1 else "train"
+        role = _role(index, args.tomograms, args.validation)
         entries.append({"folder": folder.name, "seed": seed, "role": role})
         if _finished(folder, seed, args.preset):
             print(f"{folder.name}: done earlier (seed {seed})", flush=True)

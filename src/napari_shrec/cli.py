@@ -160,10 +160,19 @@ def _run_convert(args: argparse.Namespace) -> int:
 def _optional_actions() -> list[Callable[[Any], None]]:
     """Subcommands that live in their own modules (one per action)."""
     adders: list[Callable[[Any], None]] = []
-    from . import _cli_reconstruct, _cli_score, _cli_simulate, _cli_structures
+    from . import (
+        _cli_detect,
+        _cli_reconstruct,
+        _cli_score,
+        _cli_simulate,
+        _cli_structures,
+        _cli_train,
+    )
 
     adders.append(_cli_simulate.add_parser)
     adders.append(_cli_reconstruct.add_parser)
+    adders.append(_cli_train.add_parser)
+    adders.append(_cli_detect.add_parser)
     adders.append(_cli_score.add_parser)
     adders.append(_cli_structures.add_parser)
     return adders

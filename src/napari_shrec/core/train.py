@@ -297,6 +297,52 @@ class TrainingVolume:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.image.shape)  # type: ignore[return-value]
 
+    def crop(self, box_zyx: Sequence[tuple[int, int] | None]) -> TrainingVolume:
+        """The sub-volume ``box_zyx`` = ((z0, z1), (y0, y1), (x0, x1)), half-open voxel ranges
+        (None: the whole axis), e.g. to validate on part of a tomogram.
+
+        Centres outside the box are dropped. The ground truth keeps exactly the particles whose
+        occupancy reaches into the box, renumbered 1…n in the cropped occupancy mask, with
+        coordinates shifted into the box (a particle cut by the border keeps its centre, which
+        may lie outside).
+        """
+        if len(box_zyx) != 3:
+            raise ValueError(f"{self.name}: the crop box needs 3 ranges (z, y, x), got {box_zyx!r}")
+        ranges: list[tuple[int, int]] = []
+        for axis, (r, n) in enumerate(zip(box_zyx, self.shape)):
+            lo, hi = (0, n) if r is None else (int(r[0]), int(r[1]))
+            if not 0 <= lo < hi <= n:
+                raise ValueError(f"{self.name}: crop range {r!r} of axis {'zyx'[axis]} is not "
+                                 f"inside 0…{n}")
+            ranges.append((lo, hi))
+        sl = tuple(slice(lo, hi) for lo, hi in ranges)
+        origin = np.array([lo for lo, _ in ranges], dtype=np.int64)
+        stop = np.array([hi for _, hi in ranges], dtype=np.int64)
+        inside = np.all((self.centres_zyx >= origin) & (self.centres_zyx < stop), axis=1)
+        ground_truth = None
+        if self.ground_truth is not None:
+            gt = self.ground_truth
+            occupancy = np.asarray(gt.occupancy_mask[sl])
+            ids = np.unique(occupancy)
+            ids = ids[(ids > 0) & (ids <= len(gt.particles))]
+            lookup = np.zeros(int(max(occupancy.max(initial=0), len(gt.particles))) + 1,
+                              dtype=np.int32)
+            lookup[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+            kept = gt.particles.subset(ids - 1)
+            table = kept.table.copy()
+            table[["x", "y", "z"]] = table[["x", "y", "z"]].to_numpy() - origin[::-1]
+            particles = ParticleList(table, voxel_size_nm=kept.voxel_size_nm,
+                                     metadata=dict(kept.metadata))
+            ground_truth = GroundTruth(particles, lookup[occupancy], gt.class_table)
+        source = {**self.source, "crop_zyx": [list(r) for r in ranges]}
+        return TrainingVolume(
+            f"{self.name}[{','.join(f'{lo}:{hi}' for lo, hi in ranges)}]",
+            np.ascontiguousarray(self.image[sl]), np.ascontiguousarray(self.labels[sl]),
+            self.centres_zyx[inside] - origin, self.centre_channels[inside],
+            None if self.denoise_target is None else np.ascontiguousarray(
+                self.denoise_target[sl]),
+            self.target_kind, self.stats, ground_truth, source)
+
     @classmethod
     def from_arrays(cls, image: np.ndarray, particles: ParticleList,
                     class_names: Sequence[str], *, labels: np.ndarray | None = None,
@@ -395,6 +441,11 @@ class TrainingData:
                         "normalization_stats": v.stats.to_dict() if v.stats else None,
                         "denoise_target": v.denoise_target is not None})
         return out
+
+    def cropped(self, box_zyx: Sequence[tuple[int, int] | None]) -> TrainingData:
+        """Every volume cropped to ``box_zyx`` (:meth:`TrainingVolume.crop`)."""
+        return TrainingData([v.crop(box_zyx) for v in self.volumes], self.class_names,
+                            dict(self.normalization))
 
     @classmethod
     def from_folders(
@@ -1114,3 +1165,88 @@ def _best_epoch(history: list[dict[str, Any]]) -> int | None:
     if not history:
         return None
     return max(history, key=_record_key)["epoch"]
+
+
+def tune_thresholds(
+    model,
+    val_data: TrainingData,
+    *,
+    min_score: float = 0.3,
+    detect_params: Any = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Any]:
+    """Per-class detection thresholds of a trained model, tuned on validation volumes.
+
+    Each volume is searched with ``min_score`` (low, so thresholds can go below the default
+    0.5), and :func:`~napari_shrec.core.detect.tune_class_thresholds` picks each class's
+    threshold that maximises its localization F1; with several volumes a class's threshold is
+    the mean over them.
+
+    Args:
+        model: a :class:`~napari_shrec.core.nets.checkpoint.LoadedModel`.
+        val_data: volumes with ground truth, the model's classes.
+        min_score: candidate threshold (and the lowest tuned threshold).
+        detect_params: other detection parameters (default: the model's saved ones).
+
+    Returns:
+        {"params": DetectParams with ``min_score`` and the tuned ``class_thresholds``,
+        "per_volume": [{class: threshold}], "n_candidates": [...]}.
+    """
+    from .detect import detect, tune_class_thresholds
+
+    if tuple(val_data.class_names) != tuple(model.class_names):
+        raise ValueError(f"validation classes {val_data.class_names} differ from the model's "
+                         f"{model.class_names}")
+    base = detect_params if detect_params is not None else model.detect_params()
+    candidates_params = base.replace(min_score=float(min_score), class_thresholds=None)
+    predictor = model.predictor()
+    predictor.normalize = False  # TrainingVolume images are normalised already
+    per_volume: list[dict[str, float]] = []
+    counts: list[int] = []
+    for v in val_data.volumes:
+        if v.ground_truth is None:
+            raise ValueError(f"{v.name}: no ground truth (occupancy mask) to tune against")
+        kwargs: dict[str, Any] = {}
+        if v.source.get("voxel_size_nm"):
+            kwargs["voxel_size_nm"] = float(v.source["voxel_size_nm"])
+        result = detect(v.image, predictor, candidates_params, class_names=model.class_names,
+                        progress=progress, cancel=cancel, **kwargs)
+        gt = v.ground_truth
+        per_volume.append(tune_class_thresholds(
+            result, gt.particles, gt.occupancy_mask, model.class_names,
+            class_table=gt.class_table, floor=float(min_score), cancel=cancel))
+        counts.append(len(result.particles))
+    names = sorted({k for t in per_volume for k in t})
+    thresholds = {k: float(np.mean([t[k] for t in per_volume if k in t])) for k in names}
+    return {"params": base.replace(min_score=float(min_score), class_thresholds=thresholds),
+            "per_volume": per_volume, "n_candidates": counts}
+
+
+def store_detection_settings(checkpoint: str | os.PathLike, params: Any, *,
+                             patch_size: Sequence[int] | None = None,
+                             tuned_on: Sequence[str] = (),
+                             out: str | os.PathLike | None = None,
+                             overwrite: bool = False) -> Path:
+    """Save ``params`` (a DetectParams) as the recommended detection settings of a checkpoint.
+
+    Writes ``out`` (default: the checkpoint itself, which then needs ``overwrite``); the
+    weights, history and optimiser state are kept as they are.
+    """
+    import torch
+
+    from ..io._atomic import atomic_path
+    from .nets.checkpoint import load_checkpoint
+
+    src = Path(checkpoint)
+    dst = Path(out) if out is not None else src
+    loaded = load_checkpoint(src)  # validates the file
+    payload = torch.load(src, map_location="cpu", weights_only=True)
+    payload["detection"] = {
+        "patch_size": [int(s) for s in (patch_size or loaded.patch_size)],
+        "params": params.to_dict(),
+        "tuned_on": [str(t) for t in tuned_on],
+    }
+    with atomic_path(dst, overwrite=overwrite or dst.resolve() == src.resolve()) as tmp:
+        torch.save(payload, tmp)
+    return dst

@@ -14,6 +14,9 @@ A checkpoint is one ``torch.save`` file (conventionally ``.pt``) holding a dict:
     history           per-epoch training records (list of dicts)
     optimizer_state   optimiser/scheduler/random states for resuming (or None)
     epoch             epochs completed (or None)
+    detection         optional: how to detect with this model, {"patch_size": [z, y, x],
+                      "params": DetectParams.to_dict() (per-class thresholds tuned on
+                      validation data included), "tuned_on": provenance}; older files lack it
 
 Everything in it is plain Python, strings, numbers and tensors, so it loads with
 ``torch.load(weights_only=True)`` — no code from the file is ever run.
@@ -95,6 +98,7 @@ def save_checkpoint(
     history: list[dict[str, Any]] | None = None,
     overwrite: bool = False,
     weights_dtype: str = "float32",
+    detection: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (a crash never leaves a half-written file).
 
@@ -111,6 +115,8 @@ def save_checkpoint(
         overwrite: replace an existing file (else FileExistsError).
         weights_dtype: "float32", or "float16" to halve the file (for shipping; loading
             converts back to float32).
+        detection: recommended detection settings ({"patch_size": [z, y, x], "params":
+            ``DetectParams.to_dict()``, …}), used by :meth:`LoadedModel.detect_params`.
 
     Returns:
         the path written.
@@ -146,6 +152,7 @@ def save_checkpoint(
         "history": _plain(list(history or [])),
         "optimizer_state": _plain(optimizer_state) if optimizer_state is not None else None,
         "epoch": None if epoch is None else int(epoch),
+        "detection": _plain(detection) if detection is not None else None,
     }
     with atomic_path(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
@@ -164,6 +171,7 @@ class LoadedModel:
         provenance, history, optimizer_state, epoch: as saved.
         path: the file.
         device: where the model is.
+        detection: recommended detection settings saved with the model (or None).
     """
 
     model: UNet3D
@@ -176,17 +184,41 @@ class LoadedModel:
     epoch: int | None = None
     path: Path | None = None
     device: str = "cpu"
+    detection: dict[str, Any] | None = None
 
-    def predictor(self, patch_size: tuple[int, int, int] = (64, 64, 64),
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """The patch size to detect with: the saved recommendation, else the training
+        patch, else 64³."""
+        saved = (self.detection or {}).get("patch_size")
+        if saved is None:
+            saved = ((self.provenance.get("training") or {}).get("params") or {}).get(
+                "patch_size")
+        return tuple(int(s) for s in saved) if saved else (64, 64, 64)  # type: ignore
+
+    def detect_params(self, **overrides: Any):
+        """:class:`~napari_shrec.core.detect.DetectParams` saved with the model (its tuned
+        per-class thresholds included), else the defaults; ``overrides`` replace fields."""
+        from ..detect import DetectParams
+
+        saved = dict((self.detection or {}).get("params") or {})
+        known = set(DetectParams.__dataclass_fields__)
+        values = {k: v for k, v in saved.items() if k in known}
+        values.update(overrides)
+        return DetectParams(**values)
+
+    def predictor(self, patch_size: tuple[int, int, int] | None = None,
                   device: str | None = None) -> UNetPredictor:
         """A detection ``Predictor`` of this model (see :class:`UNetPredictor`).
 
         Args:
-            patch_size: (z, y, x) patch the caller should feed (multiples of ``2**depth``).
+            patch_size: (z, y, x) patch the caller should feed (multiples of ``2**depth``);
+                None: :attr:`patch_size`.
             device: "auto", "cpu", "cuda", "mps"…; None keeps the model's device.
         """
         return UNetPredictor(self.model, class_names=self.class_names,
-                             normalization=self.normalization, patch_size=patch_size,
+                             normalization=self.normalization,
+                             patch_size=self.patch_size if patch_size is None else patch_size,
                              device=self.device if device is None else device)
 
 
@@ -238,7 +270,8 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedModel
                        provenance=dict(payload.get("provenance") or {}),
                        history=list(payload.get("history") or []),
                        optimizer_state=payload.get("optimizer_state"),
-                       epoch=payload.get("epoch"), path=p, device=resolved)
+                       epoch=payload.get("epoch"), path=p, device=resolved,
+                       detection=payload.get("detection"))
 
 
 class UNetPredictor:

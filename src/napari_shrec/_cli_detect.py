@@ -1,0 +1,204 @@
+"""``napari-shrec detect``: find and classify the particles of a tomogram with a trained model.
+
+Usage::
+
+    napari-shrec detect TOMOGRAM --out PARTICLES [--model MODEL.pt] [--slab Z0 Z1]
+        [--min-score S] [--threshold CLASS=S ...] [--overlap F] [--peak-method maxpool|components]
+        [--patch N] [--device auto|cpu|cuda|mps] [--maps-dir DIR] [--score] [--overwrite]
+
+TOMOGRAM is an MRC file or a dataset folder (its reconstruction.mrc, searched over the sample slab,
+with coordinates written in the grandmodel frame so that they score against the folder's ground
+truth). The output format follows the extension: SHREC ``.txt``, RELION ``.star`` or ``.csv``.
+Exit codes: 0 done, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ._cli_progress import progress_bar
+
+__all__ = ["add_parser", "run"]
+
+_EPILOG = """\
+examples:
+  napari-shrec detect demo/ --out picks.txt            # shipped model, dataset's slab
+  napari-shrec detect tomo.mrc --out picks.star --slab 156 356
+  napari-shrec detect tomo.mrc --model mine.pt --out picks.csv --min-score 0.4
+  napari-shrec detect demo/ --out picks.txt --score    # and score against demo/'s ground truth
+
+Without --model the model shipped with napari-shrec is used (trained on simulated shrec2020
+tomograms; see docs/results.md). Its tuned per-class thresholds apply unless --min-score or
+--threshold change them. Coordinates are voxels of the tomogram (x, y, z), or of the grandmodel
+frame for a dataset folder.
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    from .core.detect import BLENDS, PEAK_METHODS
+
+    p = subparsers.add_parser(
+        "detect", help="find and classify particles with a trained 3D U-Net",
+        description="Detect the particles of a tomogram with a trained model (default: the "
+        "model shipped with napari-shrec) and write a particle list.", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("tomogram", type=Path, metavar="TOMOGRAM",
+                   help="tomogram (MRC) or dataset folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="particle list: .txt (SHREC), .star (RELION) or .csv")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model checkpoint (.pt) from 'napari-shrec train' (default: shipped)")
+    p.add_argument("--slab", type=int, nargs=2, default=None, metavar=("Z0", "Z1"),
+                   help="search z slices Z0…Z1-1 only (default: the dataset's sample slab, "
+                   "else all)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="one score threshold for every class (replaces the model's tuned ones)")
+    p.add_argument("--threshold", action="append", default=[], metavar="CLASS=S",
+                   help="threshold of one class (repeatable)")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="patch overlap fraction (default 0.25; 0.5 on a GPU is worth it)")
+    p.add_argument("--blend", choices=BLENDS, default=None)
+    p.add_argument("--peak-method", choices=PEAK_METHODS, default=None,
+                   help="maxpool (ball NMS, default) or components")
+    p.add_argument("--patch", type=int, default=None,
+                   help="cubic patch edge (multiple of 2**depth; default the model's)")
+    p.add_argument("--batch-size", type=int, default=None, help="patches per forward pass")
+    p.add_argument("--device", default="auto", help="auto (CUDA → MPS → CPU), cpu, cuda, mps")
+    p.add_argument("--maps-dir", type=Path, default=None,
+                   help="also write each class's probability map as DIR/prob_<class>.mrc")
+    p.add_argument("--score", action="store_true",
+                   help="score the picks against a dataset folder's ground truth (native mode)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (and maps)")
+    p.set_defaults(func=run)
+
+
+def parse_thresholds(items: list[str]) -> dict[str, float]:
+    """``["1s3x=0.4", …]`` → {"1s3x": 0.4}; ValueError names a bad item."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--threshold {item!r}: expected CLASS=SCORE, e.g. 1s3x=0.4") \
+                from None
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from .core.pretrained import detect_with_model, load_model
+    from .io._atomic import check_overwrite
+    from .io.particles import particle_format_from_path, write_particles
+
+    particle_format_from_path(args.out)  # a bad extension fails before any work
+    check_overwrite(args.out, args.overwrite)
+    volume, slab, z_offset, dataset = _open_tomogram(args.tomogram, args.slab)
+    model = load_model(args.model, device=args.device)
+    params = model.detect_params()
+    changes: dict[str, Any] = {}
+    if args.min_score is not None:
+        changes.update(min_score=args.min_score, class_thresholds=None)
+    own = parse_thresholds(args.threshold)
+    if own:
+        merged = dict(changes.get("class_thresholds", params.class_thresholds) or {})
+        merged.update(own)
+        changes["class_thresholds"] = merged
+    for name in ("overlap", "blend", "peak_method", "batch_size"):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if args.maps_dir is not None:
+        changes["keep_probability_maps"] = True
+        for name in model.class_names:
+            check_overwrite(args.maps_dir / f"prob_{name}.mrc", args.overwrite)
+    params = params.replace(**changes)
+    patch = (args.patch,) * 3 if args.patch else None
+    progress, close = progress_bar("detect")
+    start = time.perf_counter()
+    try:
+        result = detect_with_model(volume, model, params, slab_z=slab, patch_size=patch,
+                                   progress=progress)
+    finally:
+        close()
+    elapsed = time.perf_counter() - start
+    particles = result.particles
+    if z_offset:
+        particles = particles.copy()
+        particles.table["z"] = particles.table["z"] - z_offset
+        particles.metadata["frame"] = "grandmodel"
+    write_particles(args.out, particles, overwrite=args.overwrite)
+    counts = particles.class_counts()
+    summary = ", ".join(f"{name} {int(counts.get(name, 0))}" for name in model.class_names
+                        if counts.get(name, 0))
+    print(f"wrote {args.out}: {len(particles)} particles ({summary or 'none'}); "
+          f"{result.n_patches} patches in {elapsed:.1f} s on {model.device}; model "
+          f"{model.path}")
+    if args.maps_dir is not None and result.probability_maps is not None:
+        _write_maps(args.maps_dir, result, volume, args.overwrite)
+    if args.score:
+        if dataset is None:
+            raise ValueError("--score needs a dataset folder (with occupancy_mask.mrc) as "
+                             "TOMOGRAM")
+        _print_score(dataset, particles, args.out.name)
+    return 0
+
+
+def _open_tomogram(path: Path, slab: list[int] | None):
+    """(volume, slab_z, z offset of the grandmodel frame, dataset or None)."""
+    from .io.dataset import is_dataset_folder, load_dataset
+    from .io.mrc import read_mrc
+
+    if path.is_dir():
+        if not is_dataset_folder(path):
+            raise FileNotFoundError(f"{path}: not a dataset folder (no reconstruction.mrc and "
+                                    "particle_locations.txt); give a tomogram MRC file")
+        ds = load_dataset(path)
+        if not ds.has("reconstruction"):
+            raise FileNotFoundError(f"{path}: no reconstruction.mrc; run 'napari-shrec "
+                                    f"reconstruct {path}' first")
+        volume = ds.read_volume("reconstruction")
+        z0 = int(ds.grandmodel_z_offset)
+        grand = next((ds.headers[n]["shape_zyx"] for n in ("class_mask", "occupancy_mask",
+                                                           "grandmodel") if ds.has(n)), None)
+        default_slab = (z0, z0 + int(grand[0])) if grand is not None else None
+        return volume, tuple(slab) if slab else default_slab, z0, ds
+    if not path.is_file():
+        raise FileNotFoundError(f"no such tomogram: {path}")
+    volume = read_mrc(path)
+    if slab is not None and not 0 <= slab[0] < slab[1] <= volume.shape[0]:
+        raise ValueError(f"--slab {slab[0]} {slab[1]} is not inside the tomogram's "
+                         f"{volume.shape[0]} z slices ({path})")
+    return volume, tuple(slab) if slab else None, 0, None
+
+
+def _write_maps(folder: Path, result, volume, overwrite: bool) -> None:
+    import numpy as np
+
+    from .core.volume import Volume
+    from .io.mrc import write_mrc
+
+    folder.mkdir(parents=True, exist_ok=True)
+    voxel = getattr(volume, "voxel_size_nm", (1.0, 1.0, 1.0))
+    for k, name in enumerate(result.class_names, start=1):
+        write_mrc(folder / f"prob_{name}.mrc",
+                  Volume(np.asarray(result.probability_maps[k], dtype=np.float32),
+                         voxel_size_nm=voxel), overwrite=overwrite)
+    print(f"wrote {len(result.class_names)} probability maps to {folder}")
+
+
+def _print_score(dataset, particles, name: str) -> None:
+    from .core.score import ScoreParams, score_submission
+    from .core.score_report import format_report
+    from .io.dataset import scoring_ground_truth
+
+    gt = scoring_ground_truth(dataset)
+    result = score_submission(gt.particles, gt.occupancy_mask, particles,
+                              ScoreParams(mode="native"), class_table=gt.class_table,
+                              submission_name=name)
+    print(format_report([result]))
