@@ -58,11 +58,16 @@ class TaskStatusWidget(QWidget):
 
     # ------------------------------------------------------------------------------------------
     def _disconnect(self, runner: TaskRunner) -> None:
-        runner.busy_changed.disconnect(self._on_busy_changed)
-        runner.started.disconnect(self._on_started)
-        runner.progressed.disconnect(self._on_progressed)
-        runner.finished.disconnect(self._on_finished)
-        runner.cancel_requested.disconnect(self._on_cancel_requested)
+        # Runs from Qt's ``destroyed`` signal: garbage collection may already have cleared the
+        # runner (no signal attributes left) or disconnected the slots; both are fine.
+        try:
+            runner.busy_changed.disconnect(self._on_busy_changed)
+            runner.started.disconnect(self._on_started)
+            runner.progressed.disconnect(self._on_progressed)
+            runner.finished.disconnect(self._on_finished)
+            runner.cancel_requested.disconnect(self._on_cancel_requested)
+        except (AttributeError, RuntimeError, TypeError):
+            pass
 
     def _on_busy_changed(self, busy: bool) -> None:
         self.progress.setVisible(busy)
