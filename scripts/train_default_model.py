@@ -12,7 +12,11 @@ The whole recipe, from nothing to ``src/napari_shrec/models/shrec2020_unet.pt``:
 Stages (``--stage``, default ``all``):
 
 - ``train``: a :class:`~napari_shrec.core.nets.unet.UNet3D` (default width 16, depth 3) on the
-  reconstructions of the training models' sample slabs, class-mask targets, class-balanced
+  reconstructions of the training models' sample slabs — at the set's SNR and, with
+  ``--extra-snr``, also re-noised copies at higher SNRs (``SET/snr<S>/model_i``, made from the
+  noise-free tilt series in seconds by :func:`~napari_shrec.core.renoise.renoise_dataset`; a
+  curriculum: particles the network can see teach it what to look for) — class-mask targets,
+  class-balanced
   48³ patches, cross-entropy + Dice, AdamW with a cosine schedule; validation (loc F1, mean
   class F1 with the project's scorer) on a y–x crop of the validation tomogram every few
   epochs. Checkpoints: ``WORK/model.pt`` (last, resumable) and ``WORK/model.best.pt``.
@@ -59,6 +63,22 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def renoised(folders: list[Path], set_dir: Path, snr: float) -> list[Path]:
+    """Copies of ``folders`` at ``snr`` under ``set_dir/snr<snr>/`` (made once; seeds fixed)."""
+    from napari_shrec.core.renoise import renoise_dataset
+
+    out = []
+    for folder in folders:
+        target = set_dir / f"snr{snr:g}" / folder.name
+        if not (target / "simulation.json").is_file():
+            index = int(folder.name.rsplit("_", 1)[-1])
+            seed = 7919 * (index + 1) + int(round(snr * 1e6))
+            renoise_dataset(folder, target, snr=snr, seed=seed, overwrite=True)
+            _log(f"re-noised {folder.name} at SNR {snr:g} (seed {seed})")
+        out.append(target)
+    return out
+
+
 def stage_train(args: argparse.Namespace, roles: dict[str, list[Path]], work: Path) -> None:
     from napari_shrec.core.detect import DetectParams
     from napari_shrec.core.nets.unet import UNet3DConfig
@@ -78,8 +98,11 @@ def stage_train(args: argparse.Namespace, roles: dict[str, list[Path]], work: Pa
             _log(f"train: done earlier ({done} epochs)")
             return
         _log(f"train: resuming after epoch {done}")
-    _log(f"train: loading {', '.join(p.name for p in roles['train'])}")
-    data = TrainingData.from_folders(roles["train"], target="class_mask")
+    folders = list(roles["train"])
+    for snr in args.extra_snr:
+        folders += renoised(roles["train"], args.set, snr)
+    _log(f"train: loading {', '.join(str(p.relative_to(args.set)) for p in folders)}")
+    data = TrainingData.from_folders(folders, target="class_mask")
     val = TrainingData.from_folders(roles["validation"], class_names=data.class_names,
                                     target="class_mask")
     if args.val_crop:
@@ -173,27 +196,37 @@ def stage_export(args, roles, work: Path) -> None:
 
 def stage_evaluate(args, roles, work: Path) -> None:
     from napari_shrec.core.pretrained import load_model
+
+    model = load_model(args.ship, device=args.device)
+    tests = [(None, roles["test"][0])] + [(snr, renoised(roles["test"], args.set, snr)[0])
+                                          for snr in args.evaluate_snr]
+    for snr, folder in tests:
+        _evaluate_one(model, folder, work, snr)
+
+
+def _evaluate_one(model, folder: Path, work: Path, snr: float | None) -> None:
     from napari_shrec.core.score import ScoreParams, score_submission
     from napari_shrec.core.score_report import format_report
     from napari_shrec.io._atomic import write_text_atomic
     from napari_shrec.io.dataset import scoring_ground_truth
 
-    model = load_model(args.ship, device=args.device)
-    ds, particles, result, elapsed = _detect_folder(model, roles["test"][0], None)
+    ds, particles, result, elapsed = _detect_folder(model, folder, None)
     gt = scoring_ground_truth(ds)
     score = score_submission(gt.particles, gt.occupancy_mask, particles,
                              ScoreParams(mode="native"), class_table=gt.class_table,
                              submission_name="napari-shrec shipped model")
-    record = {"test": str(roles["test"][0]), "loc_F1": score.F1,
+    suffix = "" if snr is None else f"_snr{snr:g}"
+    record = {"test": str(folder), "snr": snr, "loc_F1": score.F1,
               "mean_class_F1": score.mean_class_F1,
               "per_class_F1": dict(score.per_class_F1), "recall": score.recall,
               "precision": score.precision, "n_predicted": len(particles),
               "detect_time_s": elapsed, "timings_s": result.timings_s,
               "n_patches": result.n_patches, "device": model.device}
-    write_text_atomic(work / "test_score.json",
+    write_text_atomic(work / f"test_score{suffix}.json",
                       json.dumps(record, indent=1, default=float) + "\n", overwrite=True)
-    write_text_atomic(work / "test_report.txt", format_report([score]) + "\n", overwrite=True)
-    _log(f"evaluate: loc F1 {score.F1:.3f}, mean class F1 {score.mean_class_F1:.3f}, "
+    write_text_atomic(work / f"test_report{suffix}.txt", format_report([score]) + "\n",
+                      overwrite=True)
+    _log(f"evaluate {folder}: loc F1 {score.F1:.3f}, mean class F1 {score.mean_class_F1:.3f}, "
          f"{len(particles)} detections in {elapsed:.0f} s")
 
 
@@ -215,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validate-every", type=int, default=3)
     parser.add_argument("--val-crop", type=int, default=256,
                         help="validate on a central y–x crop of this size (0: whole)")
+    parser.add_argument("--extra-snr", type=float, action="append", default=[],
+                        help="also train on copies of the training models re-noised at this "
+                        "SNR (repeatable)")
+    parser.add_argument("--evaluate-snr", type=float, action="append", default=[],
+                        help="also evaluate on the test model re-noised at this SNR")
     parser.add_argument("--tune-min-score", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="auto")

@@ -43,7 +43,8 @@ def default_model_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"the shipped detector model is missing ({path}); reinstall napari-shrec, or train "
-            "one with 'napari-shrec train' and pass it with --model")
+            "a model (napari-shrec train, or the Train widget) and choose its checkpoint "
+            "(--model, or 'Checkpoint file' in the Detect widget)")
     return path
 
 
