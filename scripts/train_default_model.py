@@ -88,6 +88,7 @@ def stage_train(args: argparse.Namespace, roles: dict[str, list[Path]], work: Pa
     params = TrainParams(patch_size=(args.patch,) * 3, batch_size=args.batch,
                          epochs=args.epochs, steps_per_epoch=args.steps,
                          learning_rate=args.lr, device=args.device, seed=args.seed,
+                         class_weights=args.class_weights, tversky_weight=args.dice_weight,
                          validate_every=args.validate_every, threads=args.threads)
     if last.exists():
         from napari_shrec.core.nets.checkpoint import load_checkpoint
@@ -242,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=48)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--class-weights", choices=("none", "balanced"), default="none")
+    parser.add_argument("--dice-weight", type=float, default=0.0)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

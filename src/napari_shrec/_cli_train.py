@@ -69,6 +69,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch", type=int, default=2, help="patches per step")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
     p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    p.add_argument("--class-weights", choices=("none", "balanced"), default="none",
+                   help="cross-entropy weights per class (default none: patches are already "
+                   "class-balanced)")
+    p.add_argument("--dice-weight", type=float, default=0.0,
+                   help="weight of the Dice (Tversky) term beside cross-entropy (default 0)")
     p.add_argument("--width", type=int, default=16, help="channels of the first level")
     p.add_argument("--depth", type=int, default=3, help="down-samplings")
     p.add_argument("--stride", type=int, choices=(1, 2), default=1,
@@ -155,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     params = TrainParams(patch_size=(args.patch,) * 3, batch_size=args.batch,
                          epochs=args.epochs, steps_per_epoch=args.steps,
                          learning_rate=args.lr, schedule=args.schedule, device=args.device,
+                         class_weights=args.class_weights, tversky_weight=args.dice_weight,
                          seed=args.seed, validate_every=args.validate_every,
                          threads=args.threads)
     if args.resume is None:

@@ -134,11 +134,16 @@ class TrainParams:
         class_balance: 1 draws the class of a particle-centred patch uniformly (class-balanced),
             0 draws particles uniformly; in between, a mix.
         ce_weight, tversky_weight, denoise_weight: loss weights (the last only with a
-            denoising head).
+            denoising head). Default: cross-entropy alone. Measured on a small simulation
+            (4 classes, SNR 0.1, 160 steps of 4 × 32³, width 8): plain cross-entropy found
+            every particle (recall 1.0, loc F1 0.74), cross-entropy + Dice 0.54 recall, and
+            "balanced" weights + Dice none at all — the patches are already class-balanced,
+            and weights up to 30 × push every voxel towards a particle class.
         tversky_alpha, tversky_beta: weights of false positives and false negatives in the
             Tversky index (0.5, 0.5: Dice).
-        class_weights: cross-entropy weights: "balanced" (∝ frequency^−½ of each channel in
-            sampled patches, at most 50× the smallest), "none", or one weight per channel.
+        class_weights: cross-entropy weights: "none" (default), "balanced" (∝ frequency^−½ of
+            each channel in sampled patches, at most 50× the smallest), or one weight per
+            channel.
         augment: flip patches (wedge-preserving flips only, see :func:`augment_patch`).
         flip_probability: probability of each flip.
         intensity_jitter: input scale and shift jitter (± this; 0: none).
@@ -162,11 +167,11 @@ class TrainParams:
     background_fraction: float = 0.2
     class_balance: float = 1.0
     ce_weight: float = 1.0
-    tversky_weight: float = 1.0
+    tversky_weight: float = 0.0
     tversky_alpha: float = 0.5
     tversky_beta: float = 0.5
     denoise_weight: float = 1.0
-    class_weights: str | tuple[float, ...] = "balanced"
+    class_weights: str | tuple[float, ...] = "none"
     augment: bool = True
     flip_probability: float = 0.5
     intensity_jitter: float = 0.1
