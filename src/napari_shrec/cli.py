@@ -162,6 +162,7 @@ def _optional_actions() -> list[Callable[[Any], None]]:
     adders: list[Callable[[Any], None]] = []
     from . import (
         _cli_detect,
+        _cli_match,
         _cli_reconstruct,
         _cli_score,
         _cli_simulate,
@@ -173,6 +174,7 @@ def _optional_actions() -> list[Callable[[Any], None]]:
     adders.append(_cli_reconstruct.add_parser)
     adders.append(_cli_train.add_parser)
     adders.append(_cli_detect.add_parser)
+    adders.append(_cli_match.add_parser)
     adders.append(_cli_score.add_parser)
     adders.append(_cli_structures.add_parser)
     return adders
