@@ -94,7 +94,7 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     from .core.pretrained import detect_with_model, load_model
     from .io._atomic import check_overwrite
-    from .io.particles import particle_format_from_path, write_particles
+    from .io.particles import particle_format_from_path
 
     particle_format_from_path(args.out)  # a bad extension fails before any work
     check_overwrite(args.out, args.overwrite)
@@ -127,15 +127,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         close()
     elapsed = time.perf_counter() - start
-    particles = result.particles
-    if z_offset:
-        particles = particles.copy()
-        particles.table["z"] = particles.table["z"] - z_offset
-        particles.metadata["frame"] = "grandmodel"
-    write_particles(args.out, particles, overwrite=args.overwrite)
-    counts = particles.class_counts()
-    summary = ", ".join(f"{name} {int(counts.get(name, 0))}" for name in model.class_names
-                        if counts.get(name, 0))
+    particles, summary = write_picks(args.out, result.particles, model.class_names, z_offset,
+                                     args.overwrite)
     print(f"wrote {args.out}: {len(particles)} particles ({summary or 'none'}); "
           f"{result.n_patches} patches in {elapsed:.1f} s on {model.device}; model "
           f"{model.path}")
@@ -147,6 +140,23 @@ def run(args: argparse.Namespace) -> int:
                              "TOMOGRAM")
         _print_score(dataset, particles, args.out.name)
     return 0
+
+
+def write_picks(out: Path, particles, class_names, z_offset: int, overwrite: bool):
+    """Write picks (tomogram voxels) to ``out``, shifted by ``-z_offset`` in z into the
+    grandmodel frame when the tomogram came from a dataset folder; returns the written list and
+    a "class count, …" summary."""
+    from .io.particles import write_particles
+
+    if z_offset:
+        particles = particles.copy()
+        particles.table["z"] = particles.table["z"] - z_offset
+        particles.metadata["frame"] = "grandmodel"
+    write_particles(out, particles, overwrite=overwrite)
+    counts = particles.class_counts()
+    summary = ", ".join(f"{name} {int(counts.get(name, 0))}" for name in class_names
+                        if counts.get(name, 0))
+    return particles, summary
 
 
 def _open_tomogram(path: Path, slab: list[int] | None):

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from .core.tm_classes import dataset_templates, match_classes
     from .core.tm_select import SelectParams
     from .io._atomic import check_overwrite
-    from .io.particles import particle_format_from_path, write_particles
+    from .io.particles import particle_format_from_path
 
     particle_format_from_path(args.out)  # a bad extension fails before any work
     check_overwrite(args.out, args.overwrite)
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-candidates {args.max_candidates}: must be ≥ 1")
     expected = parse_expected(args.expected)
 
-    from ._cli_detect import _open_tomogram
+    from ._cli_detect import _open_tomogram, write_picks
 
     volume, slab, z_offset, dataset = _open_tomogram(args.tomogram, args.slab)
     simulation = dataset.simulation if dataset is not None else None
@@ -221,15 +221,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         close()
     elapsed = time.perf_counter() - start
-    particles = result.particles
-    if z_offset:
-        particles = particles.copy()
-        particles.table["z"] = particles.table["z"] - z_offset
-        particles.metadata["frame"] = "grandmodel"
-    write_particles(args.out, particles, overwrite=args.overwrite)
-    counts = particles.class_counts()
-    summary = ", ".join(f"{name} {int(counts.get(name, 0))}" for name in classes
-                        if counts.get(name, 0))
+    particles, summary = write_picks(args.out, result.particles, classes, z_offset,
+                                     args.overwrite)
     n_angles = sorted({info["angles"] for info in result.class_info.values()})
     device = next(iter(result.class_info.values()))["device"]
     surrogates = [n for n, info in result.class_info.items() if info["surrogate"]]
