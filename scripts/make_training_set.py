@@ -2,7 +2,7 @@
 
 Usage:
     python scripts/make_training_set.py --out DIR [--tomograms 10] [--preset shrec2020]
-        [--first-seed 1000] [--validation 0] [--structures DIR ...] [--device auto]
+        [--first-seed 1000] [--validation 0] [--snr S] [--structures DIR ...] [--device auto]
 
 Like the SHREC'20 release, the last model is the test tomogram; before it come ``--validation``
 models for choosing checkpoints and thresholds, and the rest are for training.
@@ -24,7 +24,7 @@ from pathlib import Path
 DEFAULT_STRUCTURES = Path(__file__).resolve().parents[2] / "shared" / "structures"
 
 
-def _finished(folder: Path, seed: int, preset: str) -> bool:
+def _finished(folder: Path, seed: int, preset: str, snr: float | None = None) -> bool:
     record_path = folder / "simulation.json"
     if not record_path.is_file():
         return False
@@ -32,11 +32,14 @@ def _finished(folder: Path, seed: int, preset: str) -> bool:
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except ValueError:
         return False
-    return record.get("seed") == seed and (record.get("params") or {}).get("preset") == preset
+    params = record.get("params") or {}
+    if snr is not None and ((params.get("tiltseries") or {}).get("snr")) != snr:
+        return False
+    return record.get("seed") == seed and params.get("preset") == preset
 
 
 def _role(index: int, n_tomograms: int, n_validation: int) -> str:
-    if n_tomograms > 1 and index == n_tomograms - 1:
+    if index == n_tomograms - 1:
         return "test"
     if index >= n_tomograms - 1 - n_validation:
         return "validation"
@@ -53,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="how many models before the test model are for validation")
     parser.add_argument("--structures", action="append", type=Path, default=None)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--snr", type=float, default=None,
+                        help="override the preset's SNR (var(noise-free image) / var(noise))")
     args = parser.parse_args(argv)
     if args.tomograms < 1:
         parser.error("--tomograms must be ≥ 1")
-    if not 0 <= args.validation <= args.tomograms - 2:
+    if not 0 <= args.validation <= max(0, args.tomograms - 2):
         parser.error("--validation must leave at least one training and one test model")
 
     from napari_shrec.core.simulate import run_simulation, simulation_params
@@ -72,16 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.out / f"model_{index}"
         role = _role(index, args.tomograms, args.validation)
         entries.append({"folder": folder.name, "seed": seed, "role": role})
-        if _finished(folder, seed, args.preset):
+        if _finished(folder, seed, args.preset, args.snr):
             print(f"{folder.name}: done earlier (seed {seed})", flush=True)
             continue
+        overrides = {} if args.snr is None else {"snr": args.snr}
         params = simulation_params(args.preset, seed=seed, structure_sources=sources,
-                                   download_structures=False, device=args.device)
+                                   download_structures=False, device=args.device, **overrides)
         start = time.perf_counter()
         result = run_simulation(params, folder, overwrite=True)
         print(f"{folder.name}: seed {seed}, {result.grandmodel.report.n_placed} particles, "
               f"{time.perf_counter() - start:.0f} s", flush=True)
-    record = {"preset": args.preset, "first_seed": args.first_seed,
+    record = {"preset": args.preset, "first_seed": args.first_seed, "snr": args.snr,
               "structure_sources": [str(s) for s in sources], "tomograms": entries}
     write_text_atomic(args.out / "set.json", json.dumps(record, indent=1) + "\n",
                       overwrite=True)
