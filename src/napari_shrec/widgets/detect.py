@@ -34,6 +34,13 @@ Results, added or replaced by name (same position, same visibility):
   the class colour, contrast 0–1), one per class; maps of an earlier run on the same tomogram
   that this run did not make are removed.
 
+*Method* ▸ *Template matching* finds the particles without a trained model instead: each
+checked class's template (CTF- and wedge-filtered structure) is matched over the same tomogram
+(:func:`~napari_shrec.widgets.match_section.run_template_matching`, as ``napari-shrec match``);
+its settings, its ``tm picks: <tomogram>`` Points layer and its ``tm score <class>: <tomogram>``
+maps are described in :mod:`napari_shrec.widgets.match_section`. Both methods share the
+tomogram, the Run button, the progress row and Cancel.
+
 Other widgets (Train's "Use in Detect") hand a checkpoint over with
 :func:`use_checkpoint_in_detect`: open Detect widgets switch to it, and a Detect widget created
 later starts with it (:func:`offered_checkpoint`).
@@ -67,8 +74,17 @@ from qtpy.QtWidgets import (
 from .._workers import TaskRunner
 from ..core.detect import PEAK_METHODS
 from ..core.progress import Cancelled, CancelToken, ProgressCallback
+from ..settings import settings_or_defaults
 from ._common import float_spin, int_spin, report_error, show_layer
 from ._task_status import TaskStatusWidget
+from .match_section import (
+    KIND_TM_SCORE_MAP,
+    MatchOutput,
+    MatchSection,
+    run_template_matching,
+    tm_picks_layer,
+    tm_score_map_layers,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -94,6 +110,8 @@ __all__ = [
     "MODEL_SHIPPED",
     "MODEL_CHECKPOINT",
     "DEVICE_CHOICES",
+    "METHOD_UNET",
+    "METHOD_TM",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +120,8 @@ SOURCE_LAYER = "Image layer"
 SOURCE_FILE = "File or folder"
 MODEL_SHIPPED = "Shipped model"
 MODEL_CHECKPOINT = "Checkpoint file"
+METHOD_UNET = "3D U-Net"
+METHOD_TM = "Template matching"
 #: Devices offered for detection ("auto": CUDA → MPS → CPU).
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 #: ``metadata["kind"]`` of the probability-map layers.
@@ -365,7 +385,7 @@ def run_detection(
         cancel.raise_if_cancelled()
     if request.volume is not None:
         data = request.volume
-        vs = float(request.voxel_size_nm or 1.0)
+        vs = float(request.voxel_size_nm or settings_or_defaults().default_voxel_size_nm)
         slab, z_offset, folder = request.slab_z, int(request.z_offset), request.dataset_folder
     else:
         if request.path is None:
@@ -494,6 +514,10 @@ class DetectWidget(QWidget):
         last_layer: the predictions layer it was shown in.
         last_map_layers: its probability-map layers (empty without maps).
         model_summary: what :meth:`inspect_model` found (None before or on error).
+        last_match_output: the :class:`~napari_shrec.widgets.match_section.MatchOutput` of the
+            last template-matching run (None before); last_match_layer, last_match_map_layers:
+            its picks and score-map layers.
+        match_section: the template-matching settings.
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -506,6 +530,9 @@ class DetectWidget(QWidget):
         self.last_layer: Any = None
         self.last_map_layers: list[Any] = []
         self.model_summary: str | None = None
+        self.last_match_output: MatchOutput | None = None
+        self.last_match_layer: Any = None
+        self.last_match_map_layers: list[Any] = []
         self._models: dict[tuple, Any] = {}
         self._inspected_model_key: tuple | None = None
         self._auto_path: str | None = None
@@ -595,6 +622,7 @@ class DetectWidget(QWidget):
         self.patch_spin.setSpecialValueText("model's")
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICE_CHOICES))
+        self.device_combo.setCurrentText(settings_or_defaults().default_device)
         self.device_combo.setToolTip("auto: a CUDA GPU, else Apple MPS, else the CPU")
         self.maps_check = QCheckBox("Keep probability maps")
         self.maps_check.setToolTip("Add each class's probability map as a hidden Image layer "
@@ -615,15 +643,28 @@ class DetectWidget(QWidget):
         params_box = QGroupBox("Detection")
         params_box.setLayout(params_form)
 
+        # --- method: a trained U-Net, or template matching
+        self.method_combo = QComboBox()
+        self.method_combo.addItems([METHOD_UNET, METHOD_TM])
+        self.method_combo.setToolTip("3D U-Net: a trained particle picker (fast; needs a "
+                                     "model). Template matching: each class's structure matched "
+                                     "over the tomogram (the paper's TM-T / TM-F baseline; no "
+                                     "training, slow)")
+        method_form = QFormLayout()
+        method_form.addRow("Method", self.method_combo)
+        self.method_box = QWidget()
+        self.method_box.setLayout(method_form)
+        self.match_section = MatchSection()
+        self._unet_boxes = (model_box, params_box)
+
         # --- run, status
         self.run_button = QPushButton("Detect")
-        self.run_button.setToolTip("Detect in the background (progress bar and Cancel); the "
-                                   "predictions layer is added, or replaced by name")
         self.run_button.clicked.connect(self.start_detection)
         self.status = TaskStatusWidget(self.runner)
         self.runner.busy_changed.connect(self._on_busy_changed)
 
-        self._input_boxes = (input_box, model_box, params_box)
+        self._input_boxes = (self.method_box, input_box, model_box, params_box,
+                             self.match_section)
         layout = QVBoxLayout()
         for box in self._input_boxes:
             layout.addWidget(box)
@@ -635,6 +676,7 @@ class DetectWidget(QWidget):
         self.source_combo.currentTextChanged.connect(self._on_source_changed)
         self.layer_combo.currentTextChanged.connect(self.inspect_input)
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
+        self.method_combo.currentTextChanged.connect(self._on_method_changed)
         self.tuned_check.toggled.connect(self._update_enabled)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
@@ -648,8 +690,41 @@ class DetectWidget(QWidget):
             self.model_combo.setCurrentText(MODEL_CHECKPOINT)
             self.model_edit.setText(str(offered))
         self._update_rows()
+        self._update_method()
         self._refresh_layers()
         self._update_enabled()
+
+    # ------------------------------------------------------------------ method
+    def method(self) -> str:
+        """The chosen method: :data:`METHOD_UNET` or :data:`METHOD_TM`."""
+        return self.method_combo.currentText()
+
+    def set_method(self, method: str) -> None:
+        """Find particles with the 3D U-Net (:data:`METHOD_UNET`) or by template matching
+        (:data:`METHOD_TM`)."""
+        if method not in (METHOD_UNET, METHOD_TM):
+            raise ValueError(f"method must be {METHOD_UNET!r} or {METHOD_TM!r}, got {method!r}")
+        self.method_combo.setCurrentText(method)
+
+    def _on_method_changed(self, *_: Any) -> None:
+        self._update_method()
+        if self.method() == METHOD_UNET and self._shown_once and self.model_summary is None:
+            self.inspect_model()
+
+    def _update_method(self) -> None:
+        tm = self.method() == METHOD_TM
+        for box in self._unet_boxes:
+            box.setVisible(not tm)
+        self.match_section.setVisible(tm)
+        if tm:
+            self.run_button.setText("Match templates")
+            self.run_button.setToolTip("Match the checked classes' templates in the background "
+                                       "(progress bar and Cancel); the tm picks layer is added, "
+                                       "or replaced by name")
+        else:
+            self.run_button.setText("Detect")
+            self.run_button.setToolTip("Detect in the background (progress bar and Cancel); the "
+                                       "predictions layer is added, or replaced by name")
 
     # ------------------------------------------------------------------ inputs
     def input_kind(self) -> str:
@@ -705,7 +780,8 @@ class DetectWidget(QWidget):
 
         if not isinstance(layer, Image) or layer.rgb or layer.ndim != 3:
             return False
-        return (layer.metadata or {}).get("kind") != KIND_PROBABILITY_MAP
+        return (layer.metadata or {}).get("kind") not in (KIND_PROBABILITY_MAP,
+                                                          KIND_TM_SCORE_MAP)
 
     def _on_inserted(self, event: Any) -> None:
         layer = getattr(event, "value", None)
@@ -839,6 +915,7 @@ class DetectWidget(QWidget):
             message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
             self.input_info.setText(f"⚠ {message}")
             self.score_check.setEnabled(False)
+            self.match_section.set_dataset(None)
             return None
         nz, ny, nx = (list(spec["shape"]) + [0, 0, 0])[:3]
         parts = [f"{nx} × {ny} × {nz} voxels (x, y, z) of {spec['voxel_size_nm']:g} nm"]
@@ -852,6 +929,7 @@ class DetectWidget(QWidget):
         self.score_check.setEnabled(folder is not None)
         if folder is None:
             self.score_check.setChecked(False)
+        self.match_section.set_dataset(folder)
         return spec
 
     # ------------------------------------------------------------------ model
@@ -944,7 +1022,7 @@ class DetectWidget(QWidget):
         super().showEvent(event)
         if not self._shown_once:
             self._shown_once = True
-            if self.model_summary is None:
+            if self.model_summary is None and self.method() == METHOD_UNET:
                 self.inspect_model()
 
     # ------------------------------------------------------------------ running
@@ -984,9 +1062,11 @@ class DetectWidget(QWidget):
             metadata=dict(spec.get("metadata") or {}))
 
     def start_detection(self) -> bool:
-        """The Detect button: check the inputs and run (synchronously when threads are off).
-        Errors go to the status line and a napari notification, never raised. Returns whether
-        a run was started."""
+        """The Run button: check the inputs and run the chosen method (synchronously when
+        threads are off). Errors go to the status line and a napari notification, never
+        raised. Returns whether a run was started."""
+        if self.method() == METHOD_TM:
+            return self.start_matching()
         try:
             request = self.request()
         except Exception as exc:  # missing files, unreadable headers, bad settings
@@ -997,8 +1077,23 @@ class DetectWidget(QWidget):
                           description=f"Detecting particles in {request.name}")
         return True
 
+    def start_matching(self) -> bool:
+        """Template matching on the chosen tomogram with the section's settings (whatever the
+        method combo says). Errors go to the status line and a napari notification, never
+        raised. Returns whether a run was started."""
+        try:
+            request = self.match_section.request(
+                self._input(), layer_input=self.input_kind() == SOURCE_LAYER)
+        except Exception as exc:  # no classes, missing files, unreadable headers, bad settings
+            self._show_match_error(exc)
+            return False
+        self.runner.start(run_template_matching, request, on_result=self._on_match_result,
+                          on_error=self._show_match_error, on_cancelled=self._on_cancelled,
+                          description=f"Template matching in {request.name}")
+        return True
+
     def cancel(self) -> None:
-        """Stop the running detection (nothing is shown)."""
+        """Stop the running detection or template matching (nothing is shown)."""
         self.runner.cancel()
 
     def _on_busy_changed(self, busy: bool) -> None:
@@ -1008,12 +1103,16 @@ class DetectWidget(QWidget):
         if not busy:
             self._update_rows()
             self._update_enabled()
+            self.match_section.update_enabled()
 
     def _on_cancelled(self) -> None:
         self.status.status.setText("Cancelled: no predictions shown")
 
     def _show_error(self, exc: BaseException) -> None:
         report_error(self.status.status, "Detect", exc)
+
+    def _show_match_error(self, exc: BaseException) -> None:
+        report_error(self.status.status, "Template matching", exc)
 
     # ------------------------------------------------------------------ results
     def _on_result(self, output: DetectOutput) -> None:
@@ -1030,6 +1129,19 @@ class DetectWidget(QWidget):
                 self.viewer.layers.remove(layer)
         self.last_map_layers = maps
         self.status.status.setText(self.summary(output))
+
+    def _on_match_result(self, output: MatchOutput) -> None:
+        self.last_match_output = output
+        self.last_match_layer = show_layer(self.viewer, tm_picks_layer(output))
+        maps = [show_layer(self.viewer, layer_data) for layer_data in tm_score_map_layers(output)]
+        keep = {id(layer) for layer in maps}
+        for layer in list(self.viewer.layers):
+            meta = layer.metadata or {}
+            if (meta.get("kind") == KIND_TM_SCORE_MAP
+                    and meta.get("tomogram") == output.request.name and id(layer) not in keep):
+                self.viewer.layers.remove(layer)
+        self.last_match_map_layers = maps
+        self.status.status.setText(self.match_section.summary(output))
 
     def summary(self, output: DetectOutput) -> str:
         """The status line after a run: counts per class, patches, time, device, score."""
