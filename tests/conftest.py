@@ -36,4 +36,6 @@ def _private_structure_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Downloads and computed structure maps go to a per-session folder, never the user's
     cache, and no test reaches the real RCSB."""
     os.environ["NAPARI_SHREC_CACHE_DIR"] = str(tmp_path_factory.mktemp("structure-cache"))
+    # and no test reads or writes the developer's own napari-shrec settings file
+    os.environ["NAPARI_SHREC_SETTINGS"] = str(tmp_path_factory.mktemp("settings") / "settings.json")
     os.environ["NAPARI_SHREC_PDB_URL"] = "http://127.0.0.1:9/{pdb_id}.cif"  # discard port: refused

@@ -6,8 +6,9 @@
   ``NAPARI_SHREC_PDB_URL`` environment variable or ``url_template``; it must contain
   ``{pdb_id}``) into ``<cache>/downloads/``, with retries, written under a temporary name and
   renamed only once complete.
-- The cache directory is ``NAPARI_SHREC_CACHE_DIR`` when set, else the platform's user cache
-  directory (``platformdirs.user_cache_dir("napari-shrec")``, e.g. ``~/.cache/napari-shrec``).
+- The cache directory is ``NAPARI_SHREC_CACHE_DIR`` when set, else the ``cache_dir`` of the
+  settings file (:mod:`napari_shrec.settings`), else the platform's user cache directory
+  (``platformdirs.user_cache_dir("napari-shrec")``, e.g. ``~/.cache/napari-shrec``).
 """
 
 from __future__ import annotations
@@ -71,13 +72,14 @@ def is_map_file(path: str | os.PathLike) -> bool:
 
 
 def default_cache_dir() -> Path:
-    """``$NAPARI_SHREC_CACHE_DIR`` or the user cache directory of napari-shrec."""
+    """``$NAPARI_SHREC_CACHE_DIR``, else the settings file's ``cache_dir``
+    (:mod:`napari_shrec.settings`), else the user cache directory of napari-shrec."""
     env = os.environ.get(CACHE_DIR_ENV)
-    if env:
+    if env:  # without reading the settings file, so a broken file cannot block it
         return Path(env).expanduser()
-    import platformdirs
+    from ..settings import settings_or_defaults
 
-    return Path(platformdirs.user_cache_dir("napari-shrec"))
+    return settings_or_defaults().cache_dir
 
 
 def file_sha256(path: str | os.PathLike) -> str:
