@@ -21,12 +21,28 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 
-def _one(dataset: str, model_path: str | None, device: str, peak_method: str, queue) -> None:
+
+def detect_dataset(dataset: str | Path, *, model_path: str | None = None, device: str = "auto",
+                   peak_method: str = "maxpool",
+                   crop_zyx: tuple[int, int, int] | None = None,
+                   origin_zyx: tuple[int, int, int] = (0, 0, 0)) -> dict:
+    """Detect with a model over a dataset's sample slab (or a crop of it) and score the picks
+    (native mode) against the ground truth (of the crop); times, patches, picks, F1s.
+
+    Args:
+        dataset: a dataset folder with reconstruction.mrc and the ground truth.
+        model_path: a checkpoint (default: the shipped model).
+        device: "auto", "cpu", "cuda".
+        peak_method: "maxpool" or "components".
+        crop_zyx, origin_zyx: a (z, y, x) crop of the sample slab (voxels; default all).
+    """
     import torch
 
     from napari_shrec.core.pretrained import detect_with_model, load_model
     from napari_shrec.core.score import ScoreParams, score_submission
+    from napari_shrec.core.volume import Volume
     from napari_shrec.io.dataset import load_dataset, scoring_ground_truth
 
     start = time.perf_counter()
@@ -35,26 +51,49 @@ def _one(dataset: str, model_path: str | None, device: str, peak_method: str, qu
     recon = ds.read_volume("reconstruction")
     z0 = int(ds.grandmodel_z_offset)
     nz = ds.headers["class_mask"]["shape_zyx"][0]
+    if crop_zyx is None:
+        volume, slab = recon, (z0, z0 + nz)
+    else:
+        cz, cy, cx = origin_zyx
+        dz, dy, dx = crop_zyx
+        data = np.ascontiguousarray(recon.data[z0 + cz:z0 + cz + dz, cy:cy + dy, cx:cx + dx])
+        volume, slab = Volume(data, voxel_size_nm=recon.voxel_size_nm), (0, dz)
     t0 = time.perf_counter()
-    result = detect_with_model(recon, model, slab_z=(z0, z0 + nz), peak_method=peak_method)
+    result = detect_with_model(volume, model, slab_z=slab, peak_method=peak_method)
     detect_s = time.perf_counter() - t0
     particles = result.particles.copy()
-    particles.table["z"] = particles.table["z"] - z0
-    gt = scoring_ground_truth(ds)
-    score = score_submission(gt.particles, gt.occupancy_mask, particles,
-                             ScoreParams(mode="native"), class_table=gt.class_table)
-    queue.put({
+    if crop_zyx is None:
+        particles.table["z"] = particles.table["z"] - z0
+        gt = scoring_ground_truth(ds)
+        gt_particles, gt_mask, table = gt.particles, gt.occupancy_mask, gt.class_table
+    else:
+        if __package__:
+            from .bench_tm import crop_ground_truth
+        else:
+            from bench_tm import crop_ground_truth
+        gt_particles, gt_mask = crop_ground_truth(ds, origin_zyx, crop_zyx)
+        table = None
+    score = score_submission(gt_particles, gt_mask, particles, ScoreParams(mode="native"),
+                             class_table=table)
+    return {
         "peak_method": peak_method, "device": model.device,
         "torch_threads": torch.get_num_threads(),
-        "tomogram_zyx": list(recon.shape), "slab_z": [z0, z0 + nz],
+        "tomogram_zyx": list(volume.shape), "slab_z": [int(slab[0]), int(slab[1])],
+        "crop_zyx": None if crop_zyx is None else list(crop_zyx),
         "n_patches": result.n_patches, "patch_size": list(model.patch_size),
         "detect_s": detect_s, "total_s": time.perf_counter() - start,
+        "voxels_per_s": float(np.prod([slab[1] - slab[0], *volume.shape[1:]])) / detect_s,
         "timings_s": {k: round(v, 2) for k, v in result.timings_s.items()},
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
         "n_predicted": len(particles), "loc_F1": score.F1,
         "mean_class_F1": score.mean_class_F1,
         "per_class_F1": {k: round(float(v), 3) for k, v in score.per_class_F1.items()},
-    })
+    }
+
+
+def _one(dataset: str, model_path: str | None, device: str, peak_method: str, queue) -> None:
+    row = detect_dataset(dataset, model_path=model_path, device=device, peak_method=peak_method)
+    row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    queue.put(row)
 
 
 def main(argv: list[str] | None = None) -> int:

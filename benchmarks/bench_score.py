@@ -42,22 +42,24 @@ Z_OFFSET = 156
 
 
 # --------------------------------------------------------------------------- synthetic data
-def build_data(folder: Path, n_particles: int, n_predictions: int, seed: int) -> dict:
-    """Write mask.mrc and data.npz (GT names/centres, predictions) into ``folder``."""
+def build_data(folder: Path, n_particles: int, n_predictions: int, seed: int,
+               shape_zyx: tuple[int, int, int] = SHAPE_ZYX) -> dict:
+    """Write mask.mrc and data.npz (GT names/centres, predictions) into ``folder``; the mask is
+    ``shape_zyx`` (z, y, x) voxels, centres and predictions are x, y, z voxels."""
     from napari_shrec.core.classes import SHREC20_TABLE
     from napari_shrec.io.mrc import write_mrc
 
     rng = np.random.default_rng(seed)
     classes = np.array(SHREC20_TABLE.names)
-    mask = np.zeros(SHAPE_ZYX, dtype=np.float32)
-    nz, ny, nx = SHAPE_ZYX
+    mask = np.zeros(shape_zyx, dtype=np.float32)
+    nz, ny, nx = shape_zyx
     centres: list[tuple[float, float, float]] = []
     names: list[str] = []
     tries = 0
     while len(centres) < n_particles and tries < 20 * n_particles:
         tries += 1
         r = int(rng.integers(2, 7))
-        cz, cy, cx = (int(rng.integers(r, s - r)) for s in SHAPE_ZYX)
+        cz, cy, cx = (int(rng.integers(r, s - r)) for s in shape_zyx)
         sl = (slice(cz - r, cz + r + 1), slice(cy - r, cy + r + 1), slice(cx - r, cx + r + 1))
         dz, dy, dx = np.ogrid[-r:r + 1, -r:r + 1, -r:r + 1]
         ball = dz * dz + dy * dy + dx * dx <= r * r
@@ -91,51 +93,24 @@ def build_data(folder: Path, n_particles: int, n_predictions: int, seed: int) ->
     np.savez(folder / "data.npz", gt_names=gt_names, gt_xyz=gt_xyz,
              pred_names=pred_names[order], pred_xyz=pred_xyz[order])
     return {"n_particles": int(n), "n_predictions": len(pred_xyz),
-            "mask_shape_zyx": list(SHAPE_ZYX), "mask_dtype": "float32",
+            "mask_shape_zyx": list(shape_zyx), "mask_dtype": "float32",
             "mask_file_mb": round((folder / "mask.mrc").stat().st_size / 2**20, 1)}
 
 
 # --------------------------------------------------------------------------- the two scorers
 def reference_score(mask_path: Path, gt_names, gt_xyz, pred_names, pred_xyz, mode: str) -> dict:
-    """The organizers' algorithm, literally: dilate the whole mask, then loop in Python."""
+    """The organizers' algorithm, literally: read the whole mask, dilate it, then loop in Python
+    (``bench_score_reference.reference_score``)."""
     import mrcfile
-    from scipy import ndimage
+
+    if __package__:
+        from .bench_score_reference import reference_score as reference
+    else:  # run as a script from benchmarks/
+        from bench_score_reference import reference_score as reference
 
     with mrcfile.open(mask_path, permissive=True) as f:
-        occupancy = ndimage.grey_dilation(np.asarray(f.data),
-                                          footprint=ndimage.generate_binary_structure(3, 1))
-    gt = [("0", 0.0, 0.0, 0.0)]
-    dz = Z_OFFSET if mode == "shrec2020" else 0
-    for name, (x, y, z) in zip(gt_names, gt_xyz, strict=True):
-        gt.append((str(name), float(x), float(y), float(z) + dz))
-    if mode == "shrec2020":
-        occupancy = np.pad(occupancy, ((Z_OFFSET, Z_OFFSET), (0, 0), (0, 0)))
-    preds = [(str(n), round(float(x)), round(float(y)), round(float(z)))
-             for n, (x, y, z) in zip(pred_names, pred_xyz, strict=True)]
-    if mode == "shrec2020" and preds:
-        zs = [p[3] for p in preds]
-        if min(zs) < Z_OFFSET or max(zs) > Z_OFFSET + SHAPE_ZYX[0]:
-            preds = [(p[0], p[1], p[2], p[3] + Z_OFFSET) for p in preds]
-    upper = np.array(occupancy.shape[::-1]) - 1
-    found: list[list[tuple[str, float]]] = [[] for _ in gt]
-    clipped = 0
-    for name, *coords in preds:
-        x, y, z = np.clip(coords, (0, 0, 0), upper)
-        if [x, y, z] != coords:
-            clipped += 1
-        pid = int(occupancy[z, y, x])
-        _, gx, gy, gz = gt[pid]
-        found[pid].append((name, math.dist((x, y, z), (gx, gy, gz))))
-    hits = [len(f) for f in found[1:]]
-    tp = sum(h >= 1 for h in hits)
-    confusion: dict[str, int] = {}
-    for (true, *_), f in zip(gt[1:], found[1:], strict=True):
-        key = f"{true}->{f[0][0] if f else 'missed'}"
-        confusion[key] = confusion.get(key, 0) + 1
-    return {"RR": len(preds), "TP": tp, "FP": len(found[0]), "FN": sum(h == 0 for h in hits),
-            "MH": sum(h > 1 for h in hits), "RO": clipped,
-            "AD": sum(f[0][1] for f in found[1:] if f) / tp if tp else None,
-            "confusion": confusion}
+        mask = np.asarray(f.data)
+    return reference(mask, gt_names, gt_xyz, pred_names, pred_xyz, mode=mode, z_offset=Z_OFFSET)
 
 
 def fast_score(mask_path: Path, gt_names, gt_xyz, pred_names, pred_xyz, mode: str) -> dict:

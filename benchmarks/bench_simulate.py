@@ -22,6 +22,34 @@ from pathlib import Path
 DEFAULT_STRUCTURES = Path(__file__).resolve().parents[2] / "shared" / "structures"
 
 
+def time_simulation(preset: str, out_dir: Path, *, seed: int = 0,
+                    sources: list[Path] | None = None, device: str = "auto",
+                    **overrides) -> dict:
+    """One whole simulation (structures → grandmodel → tilt series → reconstruction → files)
+    into ``out_dir``: wall time, per-stage times, particles, tilts, output size.
+    ``overrides``: :func:`~napari_shrec.core.simulate.simulation_params` keywords (e.g.
+    ``shape_zyx``, ``n_particles``)."""
+    from napari_shrec.core.simulate import run_simulation, simulation_params
+
+    sources = sources or [p for p in (DEFAULT_STRUCTURES / "pdb",
+                                      DEFAULT_STRUCTURES / "polnet_maps_10A") if p.is_dir()]
+    params = simulation_params(preset, seed=seed, structure_sources=sources,
+                               download_structures=False, device=device, **overrides)
+    start = time.perf_counter()
+    result = run_simulation(params, Path(out_dir))
+    wall = time.perf_counter() - start
+    report = result.grandmodel.report
+    return {"preset": preset, "overrides": {k: list(v) if isinstance(v, tuple) else v
+                                            for k, v in overrides.items()},
+            "shape_zyx": list(params.grandmodel.shape_zyx), "wall_s": wall,
+            "timings_s": dict(result.timings_s),
+            "output_mb": sum(f.stat().st_size for f in Path(out_dir).iterdir()) / 2 ** 20,
+            "particles_requested": report.n_requested, "particles_placed": report.n_placed,
+            "tilts": len(result.tiltseries.tilt_angles_deg) if result.tiltseries else 0,
+            "device": result.tiltseries.device if result.tiltseries else None,
+            "surrogate_classes": list(result.surrogate_classes)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", choices=("small", "shrec2020"))
