@@ -49,6 +49,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NO_THREADS_ENV = "NAPARI_SHREC_NO_THREADS"
+#: How much "nicer" (Linux scheduling) a worker thread is than the GUI thread; threads the work
+#: starts (thread pools, FFT workers) inherit it. 0 = as nice as the GUI thread.
+WORKER_NICE_ENV = "NAPARI_SHREC_WORKER_NICE"
+DEFAULT_WORKER_NICE = 5
 _threading_override: bool | None = None
 
 
@@ -269,6 +273,7 @@ class TaskRunner:
 
         def work() -> None:
             # nothing may escape: PyQt aborts the process on an exception left unhandled here
+            restore = _lower_thread_priority()
             try:
                 try:
                     result = _call(func, args, kwargs, progress, task.token)
@@ -278,6 +283,8 @@ class TaskRunner:
                 _safe_emit(bridge.done, generation, True, result)
             except BaseException:  # noqa: BLE001
                 log.exception("napari-shrec worker thread failed")
+            finally:
+                restore()
 
         # A plain QThreadPool task. (superqt's/napari's workers replace the process-wide
         # warnings.showwarning while they run, which is not thread-safe: a warning shown in the
@@ -442,6 +449,50 @@ def _call(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
                 progress(int(item[0]), int(item[1]), str(item[2]) if len(item) == 3 else "")
     finally:
         gen.close()
+
+
+def worker_nice() -> int:
+    """The niceness increment of worker threads (``NAPARI_SHREC_WORKER_NICE``, default
+    :data:`DEFAULT_WORKER_NICE`; 0 turns it off)."""
+    text = os.environ.get(WORKER_NICE_ENV, "").strip()
+    try:
+        return max(0, min(int(text), 19)) if text else DEFAULT_WORKER_NICE
+    except ValueError:
+        log.warning("%s=%r is not an integer; using %d", WORKER_NICE_ENV, text,
+                    DEFAULT_WORKER_NICE)
+        return DEFAULT_WORKER_NICE
+
+
+def _lower_thread_priority() -> Callable[[], None]:
+    """Make the calling (worker) thread nicer than the GUI thread, so that the event loop
+    keeps its share of the CPU while the work uses every core (Linux: niceness is per thread
+    and inherited by the threads it starts; elsewhere nothing happens). Returns a function that
+    puts the old niceness back where the system allows it (an unprivileged process may not
+    lower niceness again: the pool thread then stays nicer until it expires)."""
+    increment = worker_nice()
+    setpriority = getattr(os, "setpriority", None)
+    if not increment or setpriority is None or not hasattr(os, "PRIO_PROCESS"):
+        return lambda: None
+    import sys
+    import threading
+
+    if not sys.platform.startswith("linux"):  # elsewhere PRIO_PROCESS means the whole process
+        return lambda: None
+    tid = threading.get_native_id()
+    try:
+        old = os.getpriority(os.PRIO_PROCESS, tid)
+        setpriority(os.PRIO_PROCESS, tid, min(old + increment, 19))
+    except OSError:
+        log.debug("could not lower the worker thread's priority", exc_info=True)
+        return lambda: None
+
+    def restore() -> None:
+        try:
+            setpriority(os.PRIO_PROCESS, tid, old)
+        except OSError:
+            pass
+
+    return restore
 
 
 def _safe_emit(signal: Any, *args: Any) -> None:

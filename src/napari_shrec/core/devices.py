@@ -1,8 +1,22 @@
-"""Where compute runs: "auto" resolves to a CUDA GPU through PyTorch when one is present."""
+"""Where compute runs: "auto" resolves to a CUDA GPU through PyTorch when one is present.
+
+On Linux without an NVIDIA driver (no ``/proc/driver/nvidia/version``) and with PyTorch not yet
+imported, "auto" is "cpu" at once: importing torch only to learn that there is no GPU takes
+about a second, during which a napari worker thread holds the GIL and the viewer stalls.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+
 __all__ = ["resolve_device", "resolve_torch_device"]
+
+
+def _surely_no_cuda() -> bool:
+    """True when there can be no CUDA GPU and torch is not loaded yet (Linux, no driver)."""
+    return ("torch" not in sys.modules and sys.platform.startswith("linux")
+            and not os.path.exists("/proc/driver/nvidia/version"))
 
 
 def resolve_device(device: str) -> str:
@@ -10,6 +24,8 @@ def resolve_device(device: str) -> str:
     value is returned unchanged."""
     if device != "auto":
         return device
+    if _surely_no_cuda():
+        return "cpu"
     try:
         import torch
     except ImportError:
@@ -23,6 +39,8 @@ def resolve_torch_device(device: str) -> str:
     and reconstruction kernels keep to CUDA or CPU)."""
     if device != "auto":
         return device
+    if _surely_no_cuda():  # no MPS on Linux either
+        return "cpu"
     try:
         import torch
     except ImportError:

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtWidgets import QDoubleSpinBox, QLabel, QMessageBox, QSpinBox, QWidget
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["int_spin", "float_spin", "report_error", "show_layer", "confirm_replace"]
+__all__ = ["int_spin", "float_spin", "report_error", "show_layer", "confirm_replace",
+           "warm_up_labels_colormap"]
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +96,23 @@ def confirm_replace(parent: QWidget, target: Path) -> bool:
         QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
         QMessageBox.StandardButton.No)
     return answer == QMessageBox.StandardButton.Yes
+
+
+def warm_up_labels_colormap(layer_data: tuple[Any, dict, str]) -> None:
+    """Compile, in the calling (worker) thread, what napari compiles the first time it draws a
+    Labels layer with a direct (class) colormap: numba's typed dict and the label → texture
+    loop for the layer's dtype. Done in the GUI thread, this first draw froze the viewer for
+    2–4 s after a simulation (benchmarks/bench_responsiveness.py); compiled here, it does not.
+    Any problem is logged and ignored (the layer is then drawn as before)."""
+    data, kwargs, kind = layer_data
+    colormap = kwargs.get("colormap")
+    if kind != "labels" or not isinstance(colormap, dict):
+        return
+    try:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        dtype = np.asarray(data[:1, :1, :1] if np.ndim(data) >= 3 else data).dtype
+        cmap = DirectLabelColormap(color_dict=colormap)
+        cmap._map_without_cache(np.arange(2, dtype=dtype))  # napari's private first-use path
+    except Exception:  # noqa: BLE001 - an optimisation only
+        log.debug("could not warm up napari's labels colormap", exc_info=True)

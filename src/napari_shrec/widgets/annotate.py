@@ -498,6 +498,8 @@ class AnnotateWidget(QWidget):
                                      "belongs to")
         self.dataset_edit.editingFinished.connect(self._on_dataset_edited)
         self.dataset_browse = QPushButton("Browse…")
+        self.dataset_browse.setToolTip("Choose the dataset folder (its grandmodel, class mask "
+                                       "and ground truth become overlays)")
         self.dataset_browse.clicked.connect(self._browse_dataset)
         self.overlay_checks: dict[str, QCheckBox] = {}
         overlay_row = QHBoxLayout()

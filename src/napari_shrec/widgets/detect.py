@@ -536,6 +536,9 @@ class DetectWidget(QWidget):
         self._models: dict[tuple, Any] = {}
         self._inspected_model_key: tuple | None = None
         self._auto_path: str | None = None
+        # the layer the widget chose by itself (re-chosen as layers come), None after the user
+        # picked one
+        self._auto_layer: str | None = None
         self._shown_once = False
 
         # --- input
@@ -674,6 +677,7 @@ class DetectWidget(QWidget):
         self.setLayout(layout)
 
         self.source_combo.currentTextChanged.connect(self._on_source_changed)
+        self.layer_combo.activated.connect(self._on_layer_picked)
         self.layer_combo.currentTextChanged.connect(self.inspect_input)
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
         self.method_combo.currentTextChanged.connect(self._on_method_changed)
@@ -736,6 +740,7 @@ class DetectWidget(QWidget):
         self.source_combo.setCurrentText(SOURCE_LAYER)
         self._refresh_layers()
         self.layer_combo.setCurrentText(name)
+        self._auto_layer = None
         self.inspect_input()
 
     def set_path(self, path: str | os.PathLike) -> None:
@@ -801,12 +806,13 @@ class DetectWidget(QWidget):
             self.layer_combo.blockSignals(True)
             self.layer_combo.clear()
             self.layer_combo.addItems(names)
-            if current in names:
-                choice = current
+            if current in names and current != self._auto_layer:
+                choice = current  # the user's choice stays
             else:
                 recon = [layer.name for layer in layers
                          if (layer.metadata or {}).get("volume") == "reconstruction"]
                 choice = recon[0] if recon else (names[0] if names else "")
+                self._auto_layer = choice or None
             self.layer_combo.setCurrentText(choice)
             self.layer_combo.blockSignals(False)
             if choice != current or not names:
@@ -822,6 +828,10 @@ class DetectWidget(QWidget):
                         if self.input_kind() == SOURCE_FILE:
                             self.inspect_input()
                     break
+
+    def _on_layer_picked(self, _index: int) -> None:
+        """The user chose a layer: keep it when layers come and go."""
+        self._auto_layer = None
 
     def selected_layer(self) -> Any:
         """The chosen Image layer (None when there is none)."""

@@ -64,6 +64,7 @@ from ..core.reconstruct_input import (
     load_tilt_series,
     reconstruction_metadata,
 )
+from ..settings import settings_or_defaults
 from ._common import confirm_replace, float_spin, int_spin, report_error, show_layer
 from ._task_status import TaskStatusWidget
 
@@ -425,6 +426,7 @@ class ReconstructWidget(QWidget):
                                      "tilt sign: the sample appears sheared or mirrored)")
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICE_CHOICES))
+        self.device_combo.setCurrentText(settings_or_defaults().default_device)
         self.device_combo.setToolTip(
             "auto: a CUDA GPU when PyTorch sees one, else cpu; cpu: compiled kernel on every "
             "core (numpy without numba); cuda / torch-cpu: PyTorch")

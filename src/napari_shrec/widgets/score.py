@@ -49,7 +49,7 @@ from ..core.particles import ParticleList
 from ..core.progress import CancelToken, ProgressCallback, ProgressReporter
 from ..core.score import OUTCOMES, SCORE_MODES, ScoreParams, ScoreResult, score_submissions
 from ..layers import class_color_cycle, particles_to_points_layer, points_layer_to_particles
-from ._common import report_error
+from ._common import report_error, show_layer
 from ._task_status import TaskStatusWidget
 
 if TYPE_CHECKING:
@@ -211,6 +211,8 @@ class ScoreWidget(QWidget):
         self.viewer = napari_viewer
         self.runner = TaskRunner()
         self.last_output: ScoringOutput | None = None
+        self._auto_dataset: str | None = None
+        self._listed: set[str] = set()
         self._scored_layers: dict[str, Any] = {}
         self._scored_data: dict[str, np.ndarray] = {}
 
@@ -224,6 +226,7 @@ class ScoreWidget(QWidget):
         self.dataset_edit.setToolTip("Folder with particle_locations.txt and occupancy_mask.mrc; "
                                      "filled in when a dataset's layers are open")
         self.browse_button = QPushButton("Browse…")
+        self.browse_button.setToolTip("Choose a dataset folder")
         self.browse_button.clicked.connect(self._browse_dataset)
         self.gt_points_combo = QComboBox()
         self.gt_points_combo.setToolTip("Points layer with the ground-truth particles; row i is "
@@ -258,6 +261,8 @@ class ScoreWidget(QWidget):
         self.unknown_check.setToolTip("Otherwise a label outside the class table stops scoring "
                                       "with a list of the labels")
         self.score_button = QPushButton("Score")
+        self.score_button.setToolTip("Score the ticked layers in the background (progress, "
+                                     "Cancel); tables, plots and per-point outcomes follow")
         self.score_button.clicked.connect(self.start_scoring)
         self.status = TaskStatusWidget(self.runner)
         self.runner.busy_changed.connect(self._on_busy_changed)
@@ -320,6 +325,7 @@ class ScoreWidget(QWidget):
         results_layout.addLayout(colour_row)
         results_box.setLayout(results_layout)
 
+        self._input_boxes = (gt_box, pred_box)
         layout = QVBoxLayout()
         layout.addWidget(gt_box)
         layout.addWidget(pred_box)
@@ -349,8 +355,8 @@ class ScoreWidget(QWidget):
     def _refresh_layers(self, *_: Any) -> None:
         points = self._points_layers()
         checked = set(self.checked_prediction_names())
-        fresh = not checked and self.predictions_list.count() == 0
         self.predictions_list.clear()
+        listed: set[str] = set()
         for layer in points:
             meta = layer.metadata or {}
             if meta.get("kind") == "missed_particles":
@@ -358,9 +364,14 @@ class ScoreWidget(QWidget):
             item = QListWidgetItem(layer.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             is_truth = meta.get("source") == "ground truth"
-            wanted = layer.name in checked or (fresh and not is_truth)
+            # a layer listed before keeps the user's tick; a new one (e.g. the Detect
+            # widget's predictions) is ticked unless it is ground truth
+            new = layer.name not in self._listed
+            wanted = layer.name in checked or (new and not is_truth)
             item.setCheckState(Qt.CheckState.Checked if wanted else Qt.CheckState.Unchecked)
             self.predictions_list.addItem(item)
+            listed.add(layer.name)
+        self._listed = listed
         self._fill_combo(self.gt_points_combo, [layer.name for layer in points],
                          prefer=[layer.name for layer in points
                                  if (layer.metadata or {}).get("source") == "ground truth"])
@@ -368,10 +379,15 @@ class ScoreWidget(QWidget):
         self._fill_combo(self.occupancy_combo, [layer.name for layer in labels],
                          prefer=[layer.name for layer in labels
                                  if (layer.metadata or {}).get("kind") == "occupancy_mask"])
-        if not self.dataset_edit.text().strip():
-            for layer in self.viewer.layers:
-                folder = (layer.metadata or {}).get("dataset")
-                if folder:
+        # the dataset of the top-most layer that names one, while the field is empty or still
+        # holds what was filled in this way (a folder typed or browsed by the user is kept)
+        current = self.dataset_edit.text().strip()
+        if not current or current == self._auto_dataset:
+            for layer in reversed(list(self.viewer.layers)):
+                meta = layer.metadata or {}
+                folder = meta.get("dataset")
+                if folder and meta.get("kind") != "missed_particles":
+                    self._auto_dataset = str(folder)
                     self.dataset_edit.setText(str(folder))
                     break
 
@@ -475,6 +491,10 @@ class ScoreWidget(QWidget):
 
     def _on_busy_changed(self, busy: bool) -> None:
         self.score_button.setEnabled(not busy)
+        for box in self._input_boxes:
+            box.setEnabled(not busy)
+        if not busy:
+            self._update_gt_rows()
 
     def _show_error(self, exc: BaseException) -> None:
         report_error(self.status.status, "Score", exc)
@@ -565,13 +585,14 @@ class ScoreWidget(QWidget):
         missed = output.gt_particles.subset(result.missed_indices)
         vs = output.gt_scale_nm
         translate_vox = tuple(t / s for t, s in zip(output.gt_translate_nm, vs))
-        data, kwargs, _ = particles_to_points_layer(
+        layer_data = particles_to_points_layer(
             missed, name, class_table=output.class_table, source="ground truth",
             voxel_size_nm=vs, translate_zyx_vox=translate_vox, visible=False,
-            metadata={"kind": "missed_particles", "submission": result.submission})
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        self.viewer.add_points(data, **kwargs)
+            metadata={"kind": "missed_particles", "submission": result.submission,
+                      "napari_shrec": {"ground_truth": output.gt_label, "mode": output.mode,
+                                       "n_missed": int(len(missed))}})
+        # replaced in place by name (keeping its position and the visibility the user chose)
+        show_layer(self.viewer, layer_data)
 
     def _apply_colouring(self, mode: str) -> None:
         """Colour the scored layers by ``outcome`` or back by ``class``."""

@@ -62,7 +62,7 @@ from ..core.simulate import (
     simulation_params,
 )
 from ..core.tiltseries import shrec_tilt_angles
-from ._common import float_spin, int_spin, report_error, show_layer
+from ._common import float_spin, int_spin, report_error, show_layer, warm_up_labels_colormap
 from ._task_status import TaskStatusWidget
 
 if TYPE_CHECKING:
@@ -159,6 +159,7 @@ def simulate_dataset(
     result = run_simulation(params, folder, overwrite=overwrite, progress=progress,
                             cancel=cancel)
     layers = simulation_layers(result, params)
+    warm_up_labels_colormap(layers[LAYER_CLASS_MASK])  # off the GUI thread (see its notes)
     return SimulateOutput(result=result, params=params, layers=layers,
                           elapsed_s=time.perf_counter() - start)
 

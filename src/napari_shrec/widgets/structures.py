@@ -286,6 +286,7 @@ class StructuresWidget(QWidget):
         self.viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         self.status = TaskStatusWidget(self.runner)
         self.runner.busy_changed.connect(self._on_busy_changed)
+        self._input_boxes = (sources_box, params_box)
 
         action_row = QHBoxLayout()
         action_row.addWidget(self.build_button)
@@ -536,6 +537,8 @@ class StructuresWidget(QWidget):
     def _on_busy_changed(self, busy: bool) -> None:
         self.build_button.setEnabled(not busy)
         self.save_button.setEnabled(not busy and bool(self.maps))
+        for box in self._input_boxes:  # the inputs of the running build stay as they were
+            box.setEnabled(not busy)
 
     def _on_cancelled(self) -> None:
         self.status.status.setText("Cancelled; maps built before are kept")

@@ -56,6 +56,7 @@ from qtpy.QtWidgets import (
 from .._workers import TaskRunner
 from ..core.progress import CancelToken, ProgressCallback
 from ..core.train import TARGET_KINDS, TrainParams, best_checkpoint_path
+from ..settings import settings_or_defaults
 from ._common import confirm_replace, float_spin, int_spin, report_error
 from ._task_status import TaskStatusWidget
 from .detect import layer_dataset_folder, use_checkpoint_in_detect
@@ -380,6 +381,7 @@ class TrainWidget(QWidget):
                                   "(cosine schedule with warm-up)")
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICE_CHOICES))
+        self.device_combo.setCurrentText(settings_or_defaults().default_device)
         self.device_combo.setToolTip("auto: a CUDA GPU, else Apple MPS, else the CPU")
         self.threads_spin = int_spin(0, 256, 0, "PyTorch CPU threads while training (0: "
                                      "PyTorch's default, every core)", " threads")
