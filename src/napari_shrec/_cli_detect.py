@@ -4,10 +4,12 @@ Usage::
 
     napari-shrec detect TOMOGRAM --out PARTICLES [--model MODEL.pt] [--slab Z0 Z1]
         [--min-score S] [--threshold CLASS=S ...] [--overlap F] [--peak-method maxpool|components]
-        [--patch N] [--device auto|cpu|cuda|mps] [--maps-dir DIR] [--score] [--overwrite]
+        [--patch N] [--device auto|cpu|cuda|mps] [--max-memory MB] [--maps-dir DIR] [--score]
+        [--overwrite]
 
-TOMOGRAM is an MRC file or a dataset folder (its reconstruction.mrc, searched over the sample slab,
-with coordinates written in the grandmodel frame so that they score against the folder's ground
+TOMOGRAM is an MRC file, an OME-Zarr folder (``.zarr``/``.ome.zarr``, read lazily, full
+resolution) or a dataset folder (its reconstruction.mrc, searched over the sample slab, with
+coordinates written in the grandmodel frame so that they score against the folder's ground
 truth). The output format follows the extension: SHREC ``.txt``, RELION ``.star`` or ``.csv``.
 Exit codes: 0 done, 2 bad input, 130 interrupted.
 """
@@ -28,6 +30,7 @@ examples:
   napari-shrec detect demo/ --out picks.txt            # shipped model, dataset's slab
   napari-shrec detect tomo.mrc --out picks.star --slab 156 356
   napari-shrec detect tomo.mrc --model mine.pt --out picks.csv --min-score 0.4
+  napari-shrec detect big.ome.zarr --out picks.star --max-memory 1024   # larger than the RAM
   napari-shrec detect demo/ --out picks.txt --score    # and score against demo/'s ground truth
 
 Without --model the model shipped with napari-shrec is used (trained on simulated shrec2020
@@ -46,7 +49,7 @@ def add_parser(subparsers: Any) -> None:
         "model shipped with napari-shrec) and write a particle list.", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tomogram", type=Path, metavar="TOMOGRAM",
-                   help="tomogram (MRC) or dataset folder")
+                   help="tomogram (MRC or OME-Zarr folder) or dataset folder")
     p.add_argument("--out", type=Path, required=True,
                    help="particle list: .txt (SHREC), .star (RELION) or .csv")
     p.add_argument("--model", type=Path, default=None,
@@ -67,6 +70,10 @@ def add_parser(subparsers: Any) -> None:
                    help="cubic patch edge (multiple of 2**depth; default the model's)")
     p.add_argument("--batch-size", type=int, default=None, help="patches per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA → MPS → CPU), cpu, cuda, mps")
+    p.add_argument("--max-memory", type=float, default=None, metavar="MB",
+                   help="memory (MiB) for probability maps and peak finding (default 2048); a "
+                   "larger tomogram is detected in blocks, a larger value means fewer patches "
+                   "run twice; 0: no limit")
     p.add_argument("--maps-dir", type=Path, default=None,
                    help="also write each class's probability map as DIR/prob_<class>.mrc")
     p.add_argument("--score", action="store_true",
@@ -109,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
         merged = dict(changes.get("class_thresholds", params.class_thresholds) or {})
         merged.update(own)
         changes["class_thresholds"] = merged
-    for name in ("overlap", "blend", "peak_method", "batch_size"):
+    for name in ("overlap", "blend", "peak_method", "batch_size", "max_memory"):
         value = getattr(args, name)
         if value is not None:
-            changes[name] = value
+            changes["max_memory_mb" if name == "max_memory" else name] = value
     if args.maps_dir is not None:
         changes["keep_probability_maps"] = True
         for name in model.class_names:
@@ -163,11 +170,15 @@ def _open_tomogram(path: Path, slab: list[int] | None):
     """(volume, slab_z, z offset of the grandmodel frame, dataset or None)."""
     from .io.dataset import is_dataset_folder, load_dataset
     from .io.mrc import read_mrc
+    from .io.zarr import is_ome_zarr, open_ome_zarr
 
-    if path.is_dir():
+    if path.is_dir() and is_ome_zarr(path):
+        volume = open_ome_zarr(path)  # lazy: read block by block
+    elif path.is_dir():
         if not is_dataset_folder(path):
-            raise FileNotFoundError(f"{path}: not a dataset folder (no reconstruction.mrc and "
-                                    "particle_locations.txt); give a tomogram MRC file")
+            raise FileNotFoundError(f"{path}: neither an OME-Zarr image nor a dataset folder (no "
+                                    "reconstruction.mrc and particle_locations.txt); give a "
+                                    "tomogram MRC file or OME-Zarr folder")
         ds = load_dataset(path)
         if not ds.has("reconstruction"):
             raise FileNotFoundError(f"{path}: no reconstruction.mrc; run 'napari-shrec "
@@ -178,9 +189,10 @@ def _open_tomogram(path: Path, slab: list[int] | None):
                                                            "grandmodel") if ds.has(n)), None)
         default_slab = (z0, z0 + int(grand[0])) if grand is not None else None
         return volume, tuple(slab) if slab else default_slab, z0, ds
-    if not path.is_file():
+    elif not path.is_file():
         raise FileNotFoundError(f"no such tomogram: {path}")
-    volume = read_mrc(path)
+    else:
+        volume = read_mrc(path)
     if slab is not None and not 0 <= slab[0] < slab[1] <= volume.shape[0]:
         raise ValueError(f"--slab {slab[0]} {slab[1]} is not inside the tomogram's "
                          f"{volume.shape[0]} z slices ({path})")

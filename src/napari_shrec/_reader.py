@@ -1,9 +1,15 @@
-"""npe2 reader contributions: MRC volumes, particle lists and SHREC dataset folders.
+"""npe2 reader contributions: MRC volumes, OME-Zarr volumes, particle lists and SHREC dataset
+folders.
 
 Each ``get_*_reader(path)`` follows npe2's reader contract: it receives a path (str) or a list of
 paths and returns a function ``reader(path) -> list[LayerDataTuple]``, or None when it cannot
 read the path (so napari tries other readers). Volumes are memory-mapped; layers are built by
 :mod:`napari_shrec.layers` (scale = voxel size in nm, z y x; units nm; class colours).
+
+Large volumes open lazily, as multiscale Image layers (a list of arrays, full resolution first;
+napari shows the level that fits the screen): an OME-Zarr folder with its stored pyramid (dask
+arrays over its chunks), and an MRC file larger than :data:`LAZY_PYRAMID_BYTES` with a pyramid
+of 2 × 2 × 2 block means that dask computes only for what is displayed.
 
 Errors while reading a file that a reader claimed are raised with the file named in the message
 (napari shows it in a notification).
@@ -26,9 +32,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "get_mrc_reader",
+    "get_ome_zarr_reader",
     "get_particles_reader",
     "get_dataset_reader",
     "read_mrc_layers",
+    "read_ome_zarr_layers",
+    "LAZY_PYRAMID_BYTES",
     "read_particle_layers",
     "read_dataset_layers",
 ]
@@ -36,6 +45,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+#: MRC files larger than this open as a lazy multiscale layer (1 GiB: a 640³ float32 volume).
+LAZY_PYRAMID_BYTES = 1 << 30
+#: the dask chunks (z, y, x) over a large MRC's memory map (multiples of 2^levels).
+_MRC_CHUNK = (64, 256, 256)
 ReaderFunction = Callable[[PathOrPaths], "list[LayerDataTuple]"]
 
 
@@ -75,7 +89,67 @@ def read_mrc_layers(path: PathOrPaths) -> list[LayerDataTuple]:
     layers: list[LayerDataTuple] = []
     for p in _as_paths(path):
         volume = read_mrc(p, mmap=True)
-        layers.append(volume_to_image_layer(volume, p.stem, metadata={"source": str(p)}))
+        layer = volume_to_image_layer(volume, p.stem, metadata={"source": str(p)})
+        if volume.data.nbytes > LAZY_PYRAMID_BYTES:
+            pyramid = _lazy_pyramid(volume.data)
+            layer[1]["metadata"]["lazy_pyramid_levels"] = len(pyramid)
+            layer = (pyramid, {**layer[1], "multiscale": True}, layer[2])
+        layers.append(layer)
+    return layers
+
+
+def _lazy_pyramid(data: Any) -> list[Any]:
+    """Levels of 2 × 2 × 2 block means over a (z, y, x) array, as dask arrays computed only
+    where napari looks: full resolution first, halved until the largest axis is ≤ 256 voxels
+    (odd edges are trimmed). Integer data is averaged into float32."""
+    import dask.array as da
+    import numpy as np
+
+    from .io.zarr import default_pyramid_levels
+
+    chunks = tuple(min(c, n) for c, n in zip(_MRC_CHUNK, data.shape))
+    levels = [da.from_array(data, chunks=chunks)]
+    for _ in range(1, default_pyramid_levels(data.shape)):
+        coarse = da.coarsen(np.mean, levels[-1], {0: 2, 1: 2, 2: 2}, trim_excess=True)
+        levels.append(coarse.astype(np.float32))
+    return levels
+
+
+# ---------------------------------------------------------------------------------------------
+# OME-Zarr volumes
+# ---------------------------------------------------------------------------------------------
+def get_ome_zarr_reader(path: PathOrPaths) -> ReaderFunction | None:
+    """Reader for OME-Zarr image folders (``*.zarr``, ``*.ome.zarr``), or None."""
+    from .io.zarr import is_ome_zarr
+
+    paths = _as_paths(path)
+    if not paths or not all(p.is_dir() and is_ome_zarr(p) for p in paths):
+        return None
+    return read_ome_zarr_layers
+
+
+def read_ome_zarr_layers(path: PathOrPaths) -> list[LayerDataTuple]:
+    """One Image layer per OME-Zarr folder, multiscale when it holds a pyramid: its levels as
+    lazy dask arrays (z, y, x), full resolution first; scale = level-0 voxel size (nm), units
+    nm; contrast limits from the coarsest level; name = the folder name without ``.ome.zarr``.
+
+    Raises:
+        FileNotFoundError, OmeZarrError: messages name the folder.
+    """
+    from .io.zarr import open_ome_zarr_pyramid
+    from .layers import contrast_limits_from_sample, volume_to_image_layer
+
+    layers: list[LayerDataTuple] = []
+    for p in _as_paths(path):
+        levels = open_ome_zarr_pyramid(p)
+        name = p.name.removesuffix(".zarr").removesuffix(".ome")
+        limits = contrast_limits_from_sample(levels[-1].data)
+        data, kwargs, kind = volume_to_image_layer(
+            levels[0], name, contrast_limits=limits,
+            metadata={"source": str(p), "format": "ome-zarr", "levels": len(levels)})
+        pyramid = [v.data for v in levels]
+        layers.append((pyramid if len(pyramid) > 1 else data,
+                       {**kwargs, "multiscale": len(pyramid) > 1}, kind))
     return layers
 
 

@@ -81,10 +81,13 @@ def _run_info(args: argparse.Namespace) -> int:
     from .io.dataset import is_dataset_folder, load_dataset
     from .io.mrc import MRC_SUFFIXES, read_mrc_header
     from .io.particles import read_particles
+    from .io.zarr import format_ome_zarr_info, is_ome_zarr, read_ome_zarr_info
 
     for raw in args.paths:
         path = Path(raw)
-        if path.is_dir():
+        if path.is_dir() and is_ome_zarr(path):
+            print(format_ome_zarr_info(read_ome_zarr_info(path)))
+        elif path.is_dir():
             if not is_dataset_folder(path):
                 raise ValueError(f"{path}: not a dataset folder (no particle_locations.txt with "
                                  "volumes, no simulation.json)")
@@ -161,6 +164,8 @@ def _optional_actions() -> list[Callable[[Any], None]]:
     """Subcommands that live in their own modules (one per action)."""
     adders: list[Callable[[Any], None]] = []
     from . import (
+        _cli_batch,
+        _cli_demo,
         _cli_detect,
         _cli_match,
         _cli_reconstruct,
@@ -177,6 +182,8 @@ def _optional_actions() -> list[Callable[[Any], None]]:
     adders.append(_cli_match.add_parser)
     adders.append(_cli_score.add_parser)
     adders.append(_cli_structures.add_parser)
+    adders.append(_cli_batch.add_parser)
+    adders.append(_cli_demo.add_parser)
     return adders
 
 

@@ -26,6 +26,24 @@ and channel: 13 × 512 × 512 × 200 → 1.4 GB at stride 1, 0.17 GB at stride 2
 (``map_dtype="float32"``, twice that). Measured peak RSS of a whole detection of a 512 × 512 ×
 200 tomogram: 1.9–2.2 GB at stride 1, < 0.5 GB at stride 2 (without ``probability_maps``).
 
+Blocks. The maps of a large tomogram do not fit in memory (2 bytes per voxel and channel: 13.6 GiB
+for 13 channels over 512 × 1024 × 1024). When the maps and the peak finding's buffers (5 bytes
+per voxel and class searched in parallel) would exceed ``max_memory_mb``, the searched region is
+cut into 3D blocks of near-equal cores (the split that runs the fewest patches within the
+budget; interior boundaries even, so the peak finder's half-resolution smoothing sees the same
+2 × 2 × 2 grid), each grown by a halo ≥ what the peaks in its core depend on (maxpool: NMS
+radius + 3σ of the smoothing + 4 voxels; components: 3 class radii). For each block, every patch
+meeting the grown block runs and is blended into the block's maps (patch windows are normalised
+over the whole grid, so the maps in the grown block are exactly those of the whole-tomogram run),
+peaks are found, and those in the core (not the halo) are kept; cross-class de-duplication and
+sorting run once over all blocks' peaks. Detections are therefore the same as in one piece
+(unless a ``components`` component is larger than the halo, or the peak finder picks a different
+smoothing path for a block than for the whole map — both rare), while patches meeting two grown
+blocks run twice: about 1.9 × the patches for 512 × 1024 × 1024 at 2048 MiB (see
+``DetectionResult.metadata``: ``n_blocks``, ``unique_patches``). The tomogram is read one row of
+patches (one z position, the block's y and x) at a time, so any array-like that slices lazily
+works: a memmap, a zarr or a dask array (OME-Zarr).
+
 Stride. A predictor with ``output_stride`` s returns maps at 1/s resolution where output voxel j
 covers input voxels s·j … s·j + s - 1 (its centre, s·j + (s - 1)/2, is where its position maps
 to; what 2 × 2 × 2 pooling gives, and what block-averaged targets train). Patches are placed on
@@ -61,7 +79,9 @@ from .classes import SHREC21_TABLE, ClassTable, normalize_class_name
 from .particles import ParticleList
 from .peaks import (
     FIXED_POINT_SCALE,
+    MIN_NMS_RADIUS,
     PEAK_METHODS,
+    Peaks,
     deduplicate_across_classes,
     extract_peaks,
 )
@@ -163,6 +183,13 @@ class DetectParams:
             component; maxpool: voxels within the class radius of the peak). Default 0.05: on
             the benchmark it removes 94 % of the false positives for 0.4 % of the particles.
         fallback_radius_nm: radius of classes the class table has no volume for (nm).
+        max_memory_mb: memory (MiB) that the probability maps and the peak finding may take
+            at once. Maps cost 2 bytes per voxel and channel (``float16``; 4 with ``float32``),
+            peak finding 5 bytes per voxel and class searched in parallel. When the whole
+            searched region fits, it is done in one piece (peak threads are reduced first);
+            otherwise in 3D blocks with a halo (see the module notes: same detections, some
+            patches run twice). Default 2048: a 512 × 512 × 200 slab with 12 classes is one
+            piece; 0: no limit. ``keep_probability_maps`` always uses one piece.
     """
 
     overlap: float = 0.25
@@ -179,6 +206,7 @@ class DetectParams:
     map_dtype: str = "float16"
     min_size_fraction: float = 0.05
     fallback_radius_nm: float = 5.0
+    max_memory_mb: float = 2048.0
 
     def __post_init__(self) -> None:
         def number(name: str, low: float, high: float = math.inf) -> None:
@@ -199,6 +227,7 @@ class DetectParams:
         number("cross_class_distance_fraction", 0.0)
         number("min_size_fraction", 0.0, 1.0)
         number("fallback_radius_nm", 1e-6)
+        number("max_memory_mb", 0.0)
         if self.blend not in BLENDS:
             raise ValueError(f"blend must be one of {BLENDS}, got {self.blend!r}")
         if self.peak_method not in PEAK_METHODS:
@@ -401,9 +430,136 @@ def _run_predictor(predictor: Any, patches: list[np.ndarray], batch: bool) -> li
     return [np.array(predictor(p), dtype=np.float32, order="C", copy=True) for p in patches]
 
 
+# --------------------------------------------------------------------------- blocks
+@dataclass(frozen=True)
+class _PeakSettings:
+    """Per-class peak-finding parameters of one detection (map voxels unless said)."""
+
+    radii_vox: NDArray[np.float64]  # class radii, tomogram voxels
+    thresholds: list[float]
+    nms: NDArray[np.float64]
+    sigmas: NDArray[np.float64]
+    min_voxels: NDArray[np.int64]
+    support: NDArray[np.float64]
+
+
+def _peak_settings(names: Sequence[str], params: DetectParams, voxel_size_nm: float,
+                   stride: int, table: ClassTable) -> _PeakSettings:
+    radii_vox = np.array([class_radius_nm(n, table, params.fallback_radius_nm) / voxel_size_nm
+                          for n in names], dtype=np.float64)
+    sphere_vox = 4.0 / 3.0 * np.pi * radii_vox ** 3 / stride ** 3
+    return _PeakSettings(
+        radii_vox=radii_vox,
+        thresholds=[params.threshold_of(n) for n in names],
+        nms=radii_vox * params.radius_fraction / stride,
+        sigmas=radii_vox * params.smooth_fraction / stride,
+        min_voxels=np.maximum(1, np.ceil(params.min_size_fraction * sphere_vox)).astype(int),
+        support=radii_vox / stride)
+
+
+def _peak_halo(settings: _PeakSettings, method: str) -> int:
+    """Map voxels beyond a block's core that the peaks inside the core depend on (even).
+
+    maxpool: a core voxel's NMS ball (radius r_nms) holds candidates whose smoothed values
+    read the map up to 3σ (+ 4 voxels for the half-resolution smoothing) further; the score and
+    support neighbourhoods are smaller. components: 3 class radii (a component larger than
+    that may be cut at the block's edge)."""
+    if not settings.nms.size:
+        return 0
+    if method == "components":
+        need = 3.0 * settings.support
+    else:
+        nms = np.maximum(settings.nms, MIN_NMS_RADIUS)
+        smooth = np.where(settings.sigmas > 0, np.ceil(3.0 * settings.sigmas) + 4.0, 0.0)
+        need = np.maximum(nms + smooth, np.maximum(settings.sigmas, settings.support))
+    halo = int(math.ceil(float(need.max())))
+    return halo + halo % 2
+
+
+def _split(length: int, n: int) -> list[int]:
+    """Boundaries 0 = b0 < b1 < … = length of ``n`` near-equal parts, interior ones even (so a
+    block starts on the same 2 × 2 × 2 grid as the map: the half-resolution smoothing of the
+    peak finder gives the same values)."""
+    inner = {2 * int(round(k * length / n / 2.0)) for k in range(1, n)}
+    return sorted({0, length} | {b for b in inner if 0 < b < length})
+
+
+#: the most parts an axis is split into (blocks much smaller than their halo run most patches
+#: many times over; raise ``max_memory_mb`` instead).
+MAX_BLOCKS_PER_AXIS = 64
+
+
+def _plan_blocks(out_shape: tuple[int, int, int], halo: int, max_voxels: float | None,
+                 positions_out: Sequence[Sequence[int]] = ((), (), ()),
+                 patch_out: Sequence[int] = (1, 1, 1)) -> list[tuple[tuple[int, int], ...]]:
+    """Core boxes ((z0, z1), (y0, y1), (x0, x1)) (map voxels) tiling ``out_shape`` such that
+    each core grown by ``halo`` (clipped to the map) holds at most ``max_voxels`` voxels: one
+    box when the whole map does (or ``max_voxels`` is None); else the split into n_z × n_y ×
+    n_x near-equal parts that runs the fewest patches (those meeting each grown block; given
+    by ``positions_out``, the patch starts per axis, and ``patch_out``, in map voxels)."""
+    if any(n == 0 for n in out_shape):
+        return []
+    whole = tuple((0, n) for n in out_shape)
+    if max_voxels is None or math.prod(out_shape) <= max_voxels:
+        return [whole]
+    smallest = math.prod(min(n, 2 + 2 * halo) for n in out_shape)
+    if smallest > max_voxels:
+        raise ValueError(f"max_memory_mb is too small: a block needs a halo of {halo} map "
+                         f"voxels on every side ({smallest} voxels at least, the budget allows "
+                         f"{int(max_voxels)}); raise max_memory_mb")
+    # per axis and part count n: (largest grown length, patches run summed over the parts);
+    # the runs of a split are the product of the axes' sums (blocks are a product grid)
+    options: list[list[tuple[int, int, int]]] = []
+    for axis, length in enumerate(out_shape):
+        starts = np.asarray(positions_out[axis], dtype=np.int64)
+        rows = []
+        for n in range(1, min(MAX_BLOCKS_PER_AXIS, max(1, length // 2)) + 1):
+            bounds = np.asarray(_split(length, n))
+            lo = np.maximum(0, bounds[:-1] - halo)
+            hi = np.minimum(length, bounds[1:] + halo)
+            # patches meeting [lo, hi): start q with lo - patch < q < hi
+            runs = int(np.sum(np.searchsorted(starts, hi, side="left")
+                              - np.searchsorted(starts, lo - patch_out[axis], side="right"))
+                       ) if starts.size else len(lo)
+            rows.append((n, int(np.max(hi - lo)), runs))
+            if rows[-1][1] <= 2 + 2 * halo:
+                break  # more parts cannot make the grown block smaller
+        options.append(rows)
+    best: tuple[int, tuple[int, int, int]] | None = None
+    for nz, gz, rz in options[0]:
+        for ny, gy, ry in options[1]:
+            if gz * gy * min(g for _, g, _ in options[2]) > max_voxels:
+                continue
+            for nx, gx, rx in options[2]:
+                if gz * gy * gx <= max_voxels:
+                    cost = rz * ry * rx
+                    if best is None or cost < best[0]:
+                        best = (cost, (nz, ny, nx))
+                    break  # more x parts only add runs
+    if best is None:
+        raise ValueError(f"max_memory_mb is too small for blocks with a halo of {halo} map "
+                         f"voxels (at most {MAX_BLOCKS_PER_AXIS} blocks per axis); raise it")
+    bounds = [_split(n, k) for n, k in zip(out_shape, best[1])]
+    return [(bz, by, bx)
+            for bz in zip(bounds[0], bounds[0][1:])
+            for by in zip(bounds[1], bounds[1][1:])
+            for bx in zip(bounds[2], bounds[2][1:])]
+
+
+def _grow(core: tuple[tuple[int, int], ...], halo: int, out_shape: Sequence[int]
+          ) -> tuple[tuple[int, int], ...]:
+    return tuple((max(0, lo - halo), min(n, hi + halo)) for (lo, hi), n in zip(core, out_shape))
+
+
+def _patches_touching(positions_out: Sequence[int], patch_out: int, lo: int, hi: int
+                      ) -> list[int]:
+    """Indices of the patches whose output [q, q + patch_out) meets [lo, hi)."""
+    return [i for i, q in enumerate(positions_out) if q < hi and q + patch_out > lo]
+
+
 # --------------------------------------------------------------------------- detect
 def detect(
-    volume_zyx: np.ndarray | Volume,
+    volume_zyx: Any,
     predictor: Predictor,
     params: DetectParams = DetectParams(),
     *,
@@ -417,25 +573,35 @@ def detect(
     """Find the particles of a tomogram with a class-probability predictor.
 
     Args:
-        volume_zyx: the tomogram (z, y, x), any real dtype; a read-only memmap is fine (patches
-            are read one at a time). A :class:`~napari_shrec.core.volume.Volume` gives its data.
+        volume_zyx: the tomogram (z, y, x), any real dtype, or a
+            :class:`~napari_shrec.core.volume.Volume` (its data is used). Any array-like with
+            ``shape``, ``ndim`` and slicing works, and only the parts detection needs are read,
+            one row of patches at a time: a numpy array, a read-only memmap, a zarr or dask
+            array (an OME-Zarr tomogram larger than the memory).
         predictor: a :class:`Predictor` (output channels = 1 + len(class_names)).
-        params: :class:`DetectParams`.
+        params: :class:`DetectParams` (``max_memory_mb`` decides whether the region is done in
+            one piece or in blocks).
         class_names: class of each output channel k ≥ 1 (channel k = class_names[k - 1]).
         voxel_size_nm: voxel edge of the tomogram (nm): class radii (nm) → voxels.
         slab_z: (z_start, z_stop), half-open voxel range holding the sample; None = all.
         class_table: where class radii come from (default SHREC'21 table = SHREC'20 + extras).
-        progress: ``progress(done, total, message)``: one step per patch, one per class.
+        progress: ``progress(done, total, message)``: one step per patch run, per class and
+            block.
         cancel: :class:`CancelToken`, checked between patches and classes.
 
     Returns:
-        :class:`DetectionResult`.
+        :class:`DetectionResult`; ``metadata`` holds ``n_blocks``, ``halo`` (map voxels),
+        ``unique_patches`` (``n_patches`` counts patches run, some twice with blocks),
+        ``peak_threads`` and ``block_shape`` (largest block with its halo, map voxels).
 
     Raises:
         Cancelled: when ``cancel`` was set.
         ValueError: bad shapes (volume not 3D, predictor output not (C, Z/s, Y/s, X/s) with
-            C = 1 + len(class_names), patch size not a multiple of the stride).
+            C = 1 + len(class_names), patch size not a multiple of the stride), or a
+            ``max_memory_mb`` too small for one block.
     """
+    import os
+
     t_start = time.perf_counter()
     data = volume_zyx.data if isinstance(volume_zyx, Volume) else volume_zyx
     if not hasattr(data, "ndim") or data.ndim != 3:
@@ -459,79 +625,167 @@ def detect(
     grid = tuple(max(p, o * stride) for p, o in zip(patch, out_shape))
     positions = [patch_positions(g, p, params.overlap, stride) for g, p in zip(grid, patch)]
     patch_out = tuple(p // stride for p in patch)
-    windows = [_normalised_windows(g // stride, po, [q // stride for q in pos], params.blend)
-               for g, po, pos in zip(grid, patch_out, positions)]
-    starts = [(a, b, c) for a in range(len(positions[0])) for b in range(len(positions[1]))
-              for c in range(len(positions[2]))] if region[0] > 0 else []
-    n_patches = len(starts)
-
-    reporter = ProgressReporter(n_patches + len(names) + 2, progress, cancel)
-    reporter.start(f"detection: {n_patches} patches")
+    positions_out = [[q // stride for q in pos] for pos in positions]
+    windows = [_normalised_windows(g // stride, po, qs, params.blend)
+               for g, po, qs in zip(grid, patch_out, positions_out)]
+    table = class_table if class_table is not None else SHREC21_TABLE
+    settings = _peak_settings(names, params, float(voxel_size_nm), stride, table)
     fixed = params.map_dtype == "float16"
-    acc = np.zeros((n_channels, *out_shape), dtype=np.uint16 if fixed else np.float32)
+
+    # one piece, or blocks (module notes): maps cost map_bytes per voxel, peaks 5 per thread
+    wanted_threads = min(len(names), params.threads if params.threads > 0
+                         else (os.cpu_count() or 1))
+    map_bytes = n_channels * (2 if fixed else 4)
+    budget = params.max_memory_mb * 2.0 ** 20
+    volume_out = math.prod(out_shape)
+    halo = 0
+    if budget <= 0 or params.keep_probability_maps or \
+            volume_out * (map_bytes + 5) <= budget:
+        peak_threads = wanted_threads
+        if budget > 0 and volume_out > 0 and not params.keep_probability_maps:
+            peak_threads = int(min(wanted_threads,
+                                   max(1, (budget / volume_out - map_bytes) // 5)))
+        cores = _plan_blocks(out_shape, 0, None)
+    else:
+        peak_threads = min(wanted_threads, 2)
+        halo = _peak_halo(settings, params.peak_method)
+        cores = _plan_blocks(out_shape, halo, budget / (map_bytes + 5 * peak_threads),
+                             positions_out, patch_out)
+    blocks = []
+    for core in cores:
+        ext = _grow(core, halo, out_shape)
+        touching = [_patches_touching(qs, po, lo, hi)
+                    for qs, po, (lo, hi) in zip(positions_out, patch_out, ext)]
+        blocks.append((core, ext, touching))
+    unique_patches = math.prod(len(p) for p in positions) if region[0] > 0 else 0
+    n_patches = sum(math.prod(len(t) for t in touching) for _, _, touching in blocks)
+    peak_steps = len(names) + 1
+
+    reporter = ProgressReporter(n_patches + len(blocks) * peak_steps + 1, progress, cancel)
+    reporter.start(f"detection: {n_patches} patches"
+                   + (f" in {len(blocks)} blocks" if len(blocks) > 1 else ""))
     kernel = _accumulate_kernel()
     batch = params.batch_size > 1 and callable(getattr(predictor, "predict_batch", None))
     timings = {"inference": 0.0, "blending": 0.0, "peaks": 0.0, "deduplication": 0.0,
-               "maps": 0.0}
+               "maps": 0.0, "reading": 0.0}
     expected = (n_channels, *patch_out)
     step = params.batch_size if batch else 1
-
-    def accumulate(chunk: list[tuple[int, int, int]], outputs: list[np.ndarray]) -> None:
-        t = time.perf_counter()
-        for (a, b, c), out in zip(chunk, outputs):
-            kernel(acc, out, windows[0][a], windows[1][b], windows[2][c],
-                   positions[0][a] // stride, positions[1][b] // stride,
-                   positions[2][c] // stride, fixed)
-        timings["blending"] += time.perf_counter() - t
+    acc_dtype = np.uint16 if fixed else np.float32
+    found: list[Peaks] = []
+    n_peaks = 0
+    acc = np.zeros((n_channels, *out_shape), dtype=acc_dtype) if not blocks else None
+    runs_done = 0
 
     # One background thread blends batch i while the predictor runs batch i + 1 (a GPU
     # predictor waits on the device with the GIL released). Outputs are copied first, so a
     # predictor may reuse its output buffer.
-    pending = None
     with ThreadPoolExecutor(1, thread_name_prefix="napari-shrec-blend") as pool:
-        for first in range(0, n_patches, step):
-            chunk = starts[first:first + step]
-            reporter.check()
-            patches = [_read_patch(data, (z0 + positions[0][a], positions[1][b],
-                                          positions[2][c]), patch) for a, b, c in chunk]
-            t0 = time.perf_counter()
-            outputs = _run_predictor(predictor, patches, batch)
-            timings["inference"] += time.perf_counter() - t0
-            for out in outputs:
-                if out.shape != expected:
-                    raise ValueError(f"the predictor returned shape {out.shape}, expected "
-                                     f"{expected} (C = 1 + {len(names)} classes, patch "
-                                     f"{patch} / stride {stride})")
+        for core, ext, touching in blocks:
+            acc = None  # the previous block's maps go before the next ones are allocated
+            acc = np.zeros((n_channels, *(hi - lo for lo, hi in ext)), dtype=acc_dtype)
+            origin = [lo for lo, _ in ext]
+            starts = [(a, b, c) for a in touching[0] for b in touching[1] for c in touching[2]]
+            span_y = (positions[1][touching[1][0]], positions[1][touching[1][-1]] + patch[1])
+            span_x = (positions[2][touching[2][0]], positions[2][touching[2][-1]] + patch[2])
+            row: dict[int, np.ndarray] = {}
+
+            def read(a: int, b: int, c: int) -> np.ndarray:
+                # one row of patches (all y, x of the block at z position a) is read at once
+                if a not in row:
+                    row.clear()
+                    t = time.perf_counter()
+                    row[a] = _read_patch(data, (z0 + positions[0][a], span_y[0], span_x[0]),
+                                         (patch[0], span_y[1] - span_y[0],
+                                          span_x[1] - span_x[0]))
+                    timings["reading"] += time.perf_counter() - t
+                y = positions[1][b] - span_y[0]
+                x = positions[2][c] - span_x[0]
+                return np.ascontiguousarray(row[a][:, y:y + patch[1], x:x + patch[2]])
+
+            def accumulate(target: np.ndarray, at: list[int],
+                           chunk: list[tuple[int, int, int]], outputs: list[np.ndarray]) -> None:
+                t = time.perf_counter()
+                for (a, b, c), out in zip(chunk, outputs):
+                    kernel(target, out, windows[0][a], windows[1][b], windows[2][c],
+                           positions_out[0][a] - at[0], positions_out[1][b] - at[1],
+                           positions_out[2][c] - at[2], fixed)
+                timings["blending"] += time.perf_counter() - t
+
+            pending = None
+            for first in range(0, len(starts), step):
+                chunk = starts[first:first + step]
+                reporter.check()
+                patches = [read(*s) for s in chunk]
+                t0 = time.perf_counter()
+                outputs = _run_predictor(predictor, patches, batch)
+                timings["inference"] += time.perf_counter() - t0
+                for out in outputs:
+                    if out.shape != expected:
+                        raise ValueError(f"the predictor returned shape {out.shape}, expected "
+                                         f"{expected} (C = 1 + {len(names)} classes, patch "
+                                         f"{patch} / stride {stride})")
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(accumulate, acc, origin, chunk, outputs)
+                runs_done += len(chunk)
+                reporter.advance(f"patch {runs_done}/{n_patches}", steps=len(chunk))
             if pending is not None:
                 pending.result()
-            pending = pool.submit(accumulate, chunk, outputs)
-            reporter.advance(f"patch {min(first + step, n_patches)}/{n_patches}",
-                             steps=len(chunk))
-        if pending is not None:
-            pending.result()
+            row.clear()
 
-    def forward(done: int, _total: int, message: str) -> None:
-        if progress is not None:
-            progress(n_patches + done, reporter.total, message)
+            base = reporter.done
 
-    particles, peak_timings = particles_from_maps(
-        acc, names, params, voxel_size_nm=voxel_size_nm, stride=stride, z_offset=z0,
-        shape_zyx=region, class_table=class_table, progress=forward, cancel=cancel)
-    timings.update(peak_timings)
-    reporter.done = n_patches + len(names) + 1
-    reporter.advance("probability maps" if params.keep_probability_maps else "done")
+            def forward(done: int, _total: int, message: str, base: int = base) -> None:
+                if progress is not None:
+                    progress(base + done, reporter.total, message)
 
+            t0 = time.perf_counter()
+            peaks = extract_peaks(acc, method=params.peak_method, thresholds=params.min_score,
+                                  radii=settings.nms, smooth_sigmas=settings.sigmas,
+                                  min_voxels=settings.min_voxels, support_radii=settings.support,
+                                  threads=peak_threads, progress=forward, cancel=cancel)
+            n_peaks += len(peaks)
+            peaks = _in_core(peaks, settings, core, origin)
+            found.append(peaks)
+            timings["peaks"] += time.perf_counter() - t0
+            reporter.done = base + peak_steps - 1
+            reporter.advance(f"peaks of block {len(found)}/{len(blocks)}")
+
+    particles, dedup_s = _particles_from_peaks(
+        Peaks.concat(found), names, params, settings, voxel_size_nm=float(voxel_size_nm),
+        stride=stride, z_offset=z0, shape_zyx=region, table=table, n_peaks=n_peaks)
+    timings["deduplication"] = dedup_s
     maps = None
     if params.keep_probability_maps:
         t0 = time.perf_counter()
         maps = _full_resolution_maps(acc, shape, (z0, z1), stride, params.map_dtype, cancel)
         timings["maps"] = time.perf_counter() - t0
+    reporter.done = reporter.total - 1
+    reporter.advance("probability maps" if params.keep_probability_maps else "done")
     timings["total"] = time.perf_counter() - t_start
+    block_shape = [max((hi - lo for lo, hi in (ext[a] for _, ext, _ in blocks)), default=0)
+                   for a in range(3)]
+    info = {"n_blocks": len(blocks), "halo": halo, "unique_patches": unique_patches,
+            "peak_threads": peak_threads, "block_shape": block_shape}
     particles.metadata.update(slab_z=[z0, z1], n_patches=n_patches, output_stride=stride,
-                              patch_size=list(patch))
+                              patch_size=list(patch), **info)
     return DetectionResult(particles=particles, probability_maps=maps, timings_s=timings,
                            params=params, class_names=names, slab_z=(z0, z1),
-                           n_patches=n_patches, output_stride=stride)
+                           n_patches=n_patches, output_stride=stride, metadata=info)
+
+
+def _in_core(peaks: Peaks, settings: _PeakSettings, core: tuple[tuple[int, int], ...],
+             origin: Sequence[int]) -> Peaks:
+    """The peaks of a block (block map voxels) that reach their class threshold and lie in
+    its core, moved into the map's frame."""
+    keep = peaks.scores >= np.asarray(settings.thresholds)[peaks.class_index - 1] \
+        if len(peaks) else np.zeros(0, dtype=bool)
+    peaks = peaks.subset(keep)
+    coords = peaks.coords_zyx + np.asarray(origin, dtype=np.float64)
+    inside = np.ones(len(peaks), dtype=bool)
+    for axis, (lo, hi) in enumerate(core):
+        inside &= (coords[:, axis] >= lo) & (coords[:, axis] < hi)
+    return Peaks(peaks.class_index[inside], coords[inside], peaks.scores[inside])
 
 
 def particles_from_maps(
@@ -567,30 +821,40 @@ def particles_from_maps(
     if maps.ndim != 4 or maps.shape[0] != len(names) + 1:
         raise ValueError(f"maps must be (1 + {len(names)}, Z, Y, X), got {maps.shape}")
     table = class_table if class_table is not None else SHREC21_TABLE
-    voxel = float(voxel_size_nm)
-    radii_vox = np.array([class_radius_nm(n, table, params.fallback_radius_nm) / voxel
-                          for n in names])
-    thresholds = [params.threshold_of(n) for n in names]
-    nms = radii_vox * params.radius_fraction / stride
-    sigmas = radii_vox * params.smooth_fraction / stride
-    sphere_vox = 4.0 / 3.0 * np.pi * radii_vox ** 3 / stride ** 3
-    min_voxels = np.maximum(1, np.ceil(params.min_size_fraction * sphere_vox)).astype(int)
+    settings = _peak_settings(names, params, float(voxel_size_nm), stride, table)
     t0 = time.perf_counter()
     peaks = extract_peaks(maps, method=params.peak_method, thresholds=params.min_score,
-                          radii=nms, smooth_sigmas=sigmas, min_voxels=min_voxels,
-                          support_radii=radii_vox / stride, threads=params.threads,
-                          progress=progress, cancel=cancel)
+                          radii=settings.nms, smooth_sigmas=settings.sigmas,
+                          min_voxels=settings.min_voxels, support_radii=settings.support,
+                          threads=params.threads, progress=progress, cancel=cancel)
     n_peaks = len(peaks)
-    peaks = peaks.subset(peaks.scores >= np.asarray(thresholds)[peaks.class_index - 1])
+    peaks = _in_core(peaks, settings, tuple((0, n) for n in maps.shape[1:]), (0, 0, 0))
     t1 = time.perf_counter()
+    region = shape_zyx if shape_zyx is not None else tuple(n * stride for n in maps.shape[1:])
+    particles, dedup_s = _particles_from_peaks(
+        peaks, names, params, settings, voxel_size_nm=float(voxel_size_nm), stride=stride,
+        z_offset=z_offset, shape_zyx=region, table=table, n_peaks=n_peaks)
+    return particles, {"peaks": t1 - t0, "deduplication": dedup_s}
+
+
+def _particles_from_peaks(peaks: Peaks, names: Sequence[str], params: DetectParams,
+                          settings: _PeakSettings, *, voxel_size_nm: float, stride: int,
+                          z_offset: int, shape_zyx: Sequence[int], table: ClassTable,
+                          n_peaks: int) -> tuple[ParticleList, float]:
+    """Thresholded peaks (map voxels of the searched region) → the sorted, de-duplicated
+    particle list (tomogram voxels) and the seconds the de-duplication took."""
+    t0 = time.perf_counter()
+    # a fixed order (class, then z, y, x) whatever the blocks: ties are resolved the same way
+    order = np.lexsort((peaks.coords_zyx[:, 2], peaks.coords_zyx[:, 1], peaks.coords_zyx[:, 0],
+                        peaks.class_index))
+    peaks = peaks.subset(order)
     # map voxel j → centre of the tomogram voxels it covers
     coords_zyx = peaks.coords_zyx * stride + (stride - 1) / 2.0
-    region = np.asarray(shape_zyx if shape_zyx is not None
-                        else [n * stride for n in maps.shape[1:]], dtype=np.float64)
+    region = np.asarray(shape_zyx, dtype=np.float64)
     coords_zyx = np.clip(coords_zyx, 0.0, np.maximum(region - 1.0, 0.0))
     coords_zyx[:, 0] += z_offset
     keep = deduplicate_across_classes(coords_zyx, peaks.scores, peaks.class_index - 1,
-                                      radii_vox, params.cross_class_distance_fraction)
+                                      settings.radii_vox, params.cross_class_distance_fraction)
     coords_zyx = coords_zyx[keep]
     scores = peaks.scores[keep]
     labels = peaks.class_index[keep] - 1
@@ -600,12 +864,12 @@ def particles_from_maps(
                  for n in names]
     particles = ParticleList.from_arrays(
         [out_names[i] for i in labels], coords_zyx[:, ::-1], scores=scores,
-        voxel_size_nm=voxel,
+        voxel_size_nm=voxel_size_nm,
         metadata={"source": "napari-shrec detect", "peak_method": params.peak_method,
                   "min_score": params.min_score,
-                  "thresholds": dict(zip(out_names, thresholds)),
-                  "n_peaks": n_peaks, "n_before_deduplication": int(len(peaks))})
-    return particles, {"peaks": t1 - t0, "deduplication": time.perf_counter() - t1}
+                  "thresholds": dict(zip(out_names, settings.thresholds)),
+                  "n_peaks": int(n_peaks), "n_before_deduplication": int(len(peaks))})
+    return particles, time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- maps

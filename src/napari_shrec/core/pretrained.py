@@ -71,12 +71,16 @@ def detect_with_model(
     """Detect the particles of a tomogram with a loaded model.
 
     The tomogram is normalised with its own statistics over ``slab_z`` (as in training), then
-    :func:`~napari_shrec.core.detect.detect` runs with the model's classes.
+    :func:`~napari_shrec.core.detect.detect` runs with the model's classes (in blocks when the
+    probability maps would exceed ``params.max_memory_mb``).
 
     Args:
-        volume_zyx: the tomogram (z, y, x), raw values (any real dtype; memmaps are fine), or a
+        volume_zyx: the tomogram (z, y, x), raw values (any real dtype), or a
             :class:`~napari_shrec.core.volume.Volume` (its voxel size is used when
-            ``voxel_size_nm`` is None).
+            ``voxel_size_nm`` is None). Lazy arrays are fine and are never read whole: a
+            memmap (MRC), a dask array (OME-Zarr, :func:`~napari_shrec.io.zarr.open_ome_zarr`)
+            or a zarr array; the normalisation statistics come from a regular sub-sample (read
+            chunk by chunk), detection reads one row of patches at a time.
         model: from :func:`load_model` or
             :func:`~napari_shrec.core.nets.checkpoint.load_checkpoint`.
         params: detection parameters; None: those saved with the model (tuned thresholds
@@ -101,7 +105,7 @@ def detect_with_model(
     if param_overrides:
         params = params.replace(**param_overrides)
     predictor = model.predictor(patch_size=patch_size)
-    predictor.prepare(data, slab_z=slab_z)
+    predictor.prepare(_lazy(data), slab_z=slab_z)
     result = detect(data, predictor, params, class_names=model.class_names,
                     voxel_size_nm=float(voxel_size_nm), slab_z=slab_z, progress=progress,
                     cancel=cancel)
@@ -110,3 +114,15 @@ def detect_with_model(
         model_created=model.provenance.get("created"),
         detector="napari-shrec unet3d")
     return result
+
+
+def _lazy(data: Any) -> Any:
+    """``data`` itself when slicing it is lazy (numpy arrays and memmaps, dask arrays), else (a
+    zarr array, say) a dask view of it: the normalisation statistics slice the slab and take a
+    strided sub-sample, which must not read the whole array into memory at once."""
+    if isinstance(data, np.ndarray) or type(data).__module__.startswith("dask."):
+        return data
+    import dask.array as da
+
+    chunks = getattr(data, "chunks", None)
+    return da.from_array(data, chunks=chunks if chunks is not None else "auto")
