@@ -168,7 +168,7 @@ def _classes(args: argparse.Namespace) -> list[str]:
 
 def stage_tm(args: argparse.Namespace, test: Path, work: Path,
              box: tuple[int, ...]) -> dict[str, Any]:
-    from napari_shrec._cli_match import _simulated_microscope
+    from napari_shrec.core.tm_classes import simulated_microscope
     from napari_shrec.core.tm import MatchParams
     from napari_shrec.core.tm_classes import dataset_templates, match_classes
     from napari_shrec.core.tm_select import Candidates, SelectParams
@@ -187,7 +187,7 @@ def stage_tm(args: argparse.Namespace, test: Path, work: Path,
     tilt_range = (float(min(tilts)), float(max(tilts))) if tilts is not None and len(tilts) \
         else (-60.0, 60.0)
     params = MatchParams(angular_step_deg=args.tm_angular_step, tilt_range_deg=tilt_range,
-                         device=args.device, **_simulated_microscope(simulation))
+                         device=args.device, **simulated_microscope(simulation))
     classes = _classes(args)
     info: dict[str, Any] = {}
     candidates = []

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from .core.classes import SHREC20_TABLE, normalize_class_name
     from .core.structures import StructureUnavailableError
     from .core.tm import MatchParams
-    from .core.tm_classes import dataset_templates, match_classes
+    from .core.tm_classes import dataset_templates, match_classes, simulated_microscope
     from .core.tm_select import SelectParams
     from .io._atomic import check_overwrite
     from .io.particles import particle_format_from_path
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             and len(dataset.tilt_angles_deg):
         tilts = dataset.tilt_angles_deg
         tilt_range = (float(min(tilts)), float(max(tilts)))
-    microscope = _simulated_microscope(simulation)
+    microscope = simulated_microscope(simulation)
     if args.defocus is not None:
         microscope["defocus_um"] = float(args.defocus)
     params = MatchParams(angular_step_deg=args.angular_step, ctf=not args.no_ctf,
@@ -239,18 +239,6 @@ def run(args: argparse.Namespace) -> int:
 
         _print_score(dataset, particles, args.out.name)
     return 0
-
-
-def _simulated_microscope(simulation: dict[str, Any] | None) -> dict[str, float]:
-    """The CTF settings (defocus, voltage, Cs, amplitude contrast) of a napari-shrec simulation
-    record; {} without one (the MatchParams defaults: SHREC'20's)."""
-    tilt = ((simulation or {}).get("params", {}) or {}).get("tiltseries", {}) or {}
-    out: dict[str, float] = {}
-    for key in ("defocus_um", "voltage_kv", "cs_mm", "amplitude_contrast"):
-        value = tilt.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = float(value)
-    return out
 
 
 def _write_maps(folder: Path, name: str, result: Any, volume: Any, overwrite: bool) -> None:

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.progress import CancelToken, ProgressCallback
+from .core.progress import CancelToken, ProgressCallback, StagedProgress
 
 if TYPE_CHECKING:
     from .core.score import ScoreResult
@@ -198,32 +198,6 @@ def check_demo_folder(folder: str | os.PathLike) -> Path:
     return path
 
 
-class _Stages:
-    """Maps each stage's progress onto one overall bar, and times the stages."""
-
-    def __init__(self, progress: ProgressCallback | None, weights: dict[str, int]) -> None:
-        self.progress = progress
-        self.weights = weights
-        self.total = sum(weights.values())
-        self.done = 0
-
-    def callback(self, stage: str) -> ProgressCallback | None:
-        if self.progress is None:
-            return None
-        start, weight, outer = self.done, self.weights[stage], self.progress
-
-        def report(done: int, total: int, message: str) -> None:
-            fraction = min(done / total, 1.0) if total > 0 else 0.0
-            outer(start + int(round(weight * fraction)), self.total, f"{stage}: {message}")
-
-        return report
-
-    def finish(self, stage: str) -> None:
-        self.done += self.weights[stage]
-        if self.progress is not None:
-            self.progress(self.done, self.total, f"{stage}: done")
-
-
 def run_demo(
     params: DemoParams = DemoParams(),
     folder: str | os.PathLike | None = None,
@@ -262,7 +236,7 @@ def run_demo(
     if summary.exists():
         summary.unlink()  # a stale summary must not vouch for a half-finished run
     say = log_line or (lambda _line: None)
-    stages = _Stages(progress, {"simulate": 30, "detect": 20, "match": 45, "score": 5})
+    stages = StagedProgress(progress, {"simulate": 30, "detect": 20, "match": 45, "score": 5})
     timings: dict[str, float] = {}
     start = time.perf_counter()
 

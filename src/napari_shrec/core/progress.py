@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-__all__ = ["ProgressCallback", "CancelToken", "Cancelled", "ProgressReporter"]
+__all__ = ["ProgressCallback", "CancelToken", "Cancelled", "ProgressReporter", "StagedProgress"]
 
 ProgressCallback = Callable[[int, int, str], None]
 """``progress(done, total, message)``: ``done`` of ``total`` steps finished; ``total`` may be 0
@@ -79,3 +79,33 @@ class ProgressReporter:
         self.check()
         if self._progress is not None:
             self._progress(self.done, self.total, message)
+
+
+class StagedProgress:
+    """Maps each stage's own progress onto one overall bar: stage ``s`` owns ``weights[s]`` of the
+    ``total = sum(weights)`` steps; ``callback(s)`` is the stage's own ``progress`` and
+    ``finish(s)`` marks it done (pipelines such as a simulation or the demo)."""
+
+    def __init__(self, progress: ProgressCallback | None, weights: dict[str, int]) -> None:
+        self.progress = progress
+        self.weights = weights
+        self.total = sum(weights.values())
+        self.done = 0
+
+    def callback(self, stage: str) -> ProgressCallback | None:
+        if self.progress is None:
+            return None
+        start, weight = self.done, self.weights[stage]
+        outer = self.progress
+
+        def report(done: int, total: int, message: str) -> None:
+            fraction = done / total if total > 0 else 0.0
+            outer(start + int(round(weight * min(fraction, 1.0))), self.total,
+                  f"{stage}: {message}")
+
+        return report
+
+    def finish(self, stage: str) -> None:
+        self.done += self.weights[stage]
+        if self.progress is not None:
+            self.progress(self.done, self.total, f"{stage}: done")

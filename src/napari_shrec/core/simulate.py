@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .grandmodel import Grandmodel, GrandmodelParams, build_grandmodel
-from .progress import CancelToken, ProgressCallback
+from .progress import CancelToken, ProgressCallback, StagedProgress
 from .reconstruct import ReconstructionParams, reconstruct
 from .structures import StructureLibrary, StructureMap, StructureParams
 from .tiltseries import TiltSeries, TiltSeriesParams, shrec_tilt_angles, simulate_tilt_series
@@ -196,34 +196,6 @@ class SimulationResult:
     record: dict[str, Any]
 
 
-class _Stages:
-    """Maps each stage's own progress onto one overall bar of ``total`` steps."""
-
-    def __init__(self, progress: ProgressCallback | None, weights: dict[str, int]) -> None:
-        self.progress = progress
-        self.weights = weights
-        self.total = sum(weights.values())
-        self.done = 0
-
-    def callback(self, stage: str) -> ProgressCallback | None:
-        if self.progress is None:
-            return None
-        start, weight = self.done, self.weights[stage]
-        outer = self.progress
-
-        def report(done: int, total: int, message: str) -> None:
-            fraction = done / total if total > 0 else 0.0
-            outer(start + int(round(weight * min(fraction, 1.0))), self.total,
-                  f"{stage}: {message}")
-
-        return report
-
-    def finish(self, stage: str) -> None:
-        self.done += self.weights[stage]
-        if self.progress is not None:
-            self.progress(self.done, self.total, f"{stage}: done")
-
-
 def run_simulation(
     params: SimulationParams,
     folder: str | os.PathLike,
@@ -261,7 +233,7 @@ def run_simulation(
         check_overwrite(root / name, overwrite)
 
     with_reconstruction = params.tiltseries is not None and params.reconstruction is not None
-    stages = _Stages(progress, {"structures": 5, "grandmodel": 35,
+    stages = StagedProgress(progress, {"structures": 5, "grandmodel": 35,
                                 "tilt series": 45 if params.tiltseries else 0,
                                 "reconstruction": 5 if with_reconstruction else 0,
                                 "writing": 10})

@@ -24,7 +24,7 @@ from .structures import StructureLibrary, StructureMap, StructureParams
 from .tm import MatchParams, MatchResult, match_template
 from .tm_select import Candidates, SelectParams, find_candidates, select_particles
 
-__all__ = ["MultiMatchResult", "match_classes", "dataset_templates"]
+__all__ = ["MultiMatchResult", "match_classes", "dataset_templates", "simulated_microscope"]
 
 _STEPS_PER_CLASS = 1000
 
@@ -241,4 +241,16 @@ def dataset_templates(
         use = offline if name in surrogate_classes and not sources else library
         out[name] = use.get(name, sp, warn=False)
         reporter.advance(f"{name}: {out[name].kind}")
+    return out
+
+
+def simulated_microscope(simulation: dict[str, Any] | None) -> dict[str, float]:
+    """The CTF settings (defocus, voltage, Cs, amplitude contrast) of a napari-shrec simulation
+    record; {} without one (the MatchParams defaults: SHREC'20's)."""
+    tilt = ((simulation or {}).get("params", {}) or {}).get("tiltseries", {}) or {}
+    out: dict[str, float] = {}
+    for key in ("defocus_um", "voltage_kv", "cs_mm", "amplitude_contrast"):
+        value = tilt.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
     return out

@@ -142,7 +142,7 @@ def dataset_match_defaults(folder: str | Path | None) -> MatchDefaults:
     """
     if folder is None:
         return MatchDefaults()
-    from .._cli_match import _simulated_microscope
+    from ..core.tm_classes import simulated_microscope
     from ..io.dataset import load_dataset
 
     ds = load_dataset(folder)
@@ -155,7 +155,7 @@ def dataset_match_defaults(folder: str | Path | None) -> MatchDefaults:
         tilt_range = (float(np.min(tilts)), float(np.max(tilts)))
     return MatchDefaults(
         classes=tuple(names) or None,
-        microscope=_simulated_microscope(ds.simulation),
+        microscope=simulated_microscope(ds.simulation),
         tilt_range_deg=tilt_range,
         surrogate_classes=tuple(normalize_class_name(n)
                                 for n in simulation.get("surrogate_classes", []) or []),
