@@ -236,7 +236,11 @@ def run(args: argparse.Namespace) -> int:
     from .batch.engine import BatchParams, run_batch
 
     if not getattr(args, "verbose", False):  # distributed logs every connection at INFO
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+        import distributed  # noqa: F401  (configures its loggers on import; quiet them after)
+
+        for name in ["distributed", *logging.root.manager.loggerDict]:
+            if name == "distributed" or name.startswith("distributed."):
+                logging.getLogger(name).setLevel(logging.WARNING)
     params = BatchParams(scheduler=args.scheduler, n_workers=args.workers,
                          threads_per_task=args.threads_per_task, retries=args.retries)
     tasks = plan(args)
