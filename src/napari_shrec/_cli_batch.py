@@ -82,6 +82,8 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_simulate(actions: Any) -> None:
+    from ._cli_simulate import add_simulation_options
+
     p = actions.add_parser(
         "simulate", help="simulate N datasets, one folder each under --out",
         description="Simulate N datasets: task i writes OUT/model_i (--name) with seed "
@@ -96,33 +98,7 @@ def _add_simulate(actions: Any) -> None:
                    help="task i uses seed BASE + i (default 0)")
     p.add_argument("--name", default="model_{i}", metavar="PATTERN",
                    help="folder name of task i (default model_{i})")
-    p.add_argument("--structures", action="append", default=None, metavar="DIR",
-                   help="structure files or folders (repeatable; default "
-                   "$NAPARI_SHREC_STRUCTURES)")
-    p.add_argument("--no-download", action="store_true", help="never download structures")
-    p.add_argument("--no-surrogates", action="store_true",
-                   help="fail when a class has no structure instead of using its surrogate")
-    p.add_argument("--particles", type=int, nargs=2, metavar=("MIN", "MAX"),
-                   help="particle count range (inclusive)")
-    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
-                   help="volume size in voxels (z along the beam)")
-    p.add_argument("--voxel-size", type=float, default=None, metavar="NM",
-                   help="voxel size in nm (default 1.0)")
-    p.add_argument("--classes", default=None, help="comma-separated class names")
-    p.add_argument("--orientations", choices=("uniform", "shrec2020"), default=None)
-    p.add_argument("--tilt-range", type=float, nargs=3, metavar=("START", "STOP", "STEP"),
-                   help="tilt angles in degrees, inclusive (default -60 60 3)")
-    p.add_argument("--defocus", type=float, default=None, metavar="UM",
-                   help="underfocus in µm (default 3)")
-    p.add_argument("--defocus-jitter", type=float, default=None, metavar="UM")
-    noise = p.add_mutually_exclusive_group()
-    noise.add_argument("--snr", type=float, default=None, help="detector SNR (default 0.004)")
-    noise.add_argument("--dose", type=float, default=None, metavar="E_PER_NM2",
-                       help="Poisson noise at this dose per tilt instead")
-    noise.add_argument("--no-noise", action="store_true", help="no detector noise")
-    p.add_argument("--no-tilt-series", action="store_true", help="ground truth only")
-    p.add_argument("--no-reconstruction", action="store_true",
-                   help="do not write reconstruction.mrc")
+    add_simulation_options(p)
     _cluster_options(p)
     p.set_defaults(func=run, threads=0)
 
@@ -198,14 +174,14 @@ def plan(args: argparse.Namespace) -> list[Any]:
 
     action = args.batch_action
     if action == "simulate":
-        from ._cli_simulate import _overrides
+        from ._cli_simulate import simulation_overrides
 
         if args.voxel_size is not None and args.voxel_size <= 0:
             raise ValueError("--voxel-size must be > 0")
         for source in args.structures or []:
             if not Path(source).exists():
                 raise FileNotFoundError(f"--structures {source}: no such file or folder")
-        overrides = _overrides(args)
+        overrides = simulation_overrides(args)
         overrides.pop("threads", None)
         return batch.plan_simulate(
             args.out, args.n, preset=args.preset, seed=args.seed, name_pattern=args.name,

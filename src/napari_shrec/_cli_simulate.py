@@ -47,6 +47,16 @@ def add_parser(subparsers: Any) -> None:
                    "2400–2800 particles (default small)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_simulation_options(p)
+    p.add_argument("--threads", type=int, default=0, help="worker threads (0 = all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
+    p.set_defaults(func=run)
+
+
+def add_simulation_options(p: argparse.ArgumentParser) -> None:
+    """The simulation's options (structures, sample, microscope, noise, outputs), shared by
+    ``napari-shrec simulate`` and ``napari-shrec batch simulate``; read back by
+    :func:`simulation_overrides`."""
     p.add_argument("--structures", action="append", default=None, metavar="DIR",
                    help="structure files or folders named by PDB id (repeatable; default "
                    "$NAPARI_SHREC_STRUCTURES)")
@@ -82,12 +92,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-reconstruction", action="store_true",
                    help="do not write reconstruction.mrc (weighted back-projection of the "
                    "tilt series in the grandmodel's frame)")
-    p.add_argument("--threads", type=int, default=0, help="worker threads (0 = all cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
-    p.set_defaults(func=run)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def simulation_overrides(args: argparse.Namespace) -> dict[str, Any]:
     from .core.tiltseries import shrec_tilt_angles
 
     overrides: dict[str, Any] = {"threads": args.threads}
@@ -137,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                                structure_sources=args.structures,
                                download_structures=not args.no_download,
                                surrogate_structures=not args.no_surrogates,
-                               **_overrides(args))
+                               **simulation_overrides(args))
     progress, close = progress_bar("simulate")
     try:
         result = run_simulation(params, args.out, overwrite=args.overwrite, progress=progress)
