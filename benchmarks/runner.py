@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from napari_shrec.io._json import json_default
+
 SCHEMA = "napari-shrec-benchmarks/1"
 STAGES: tuple[str, ...] = ("structures", "grandmodel", "tiltseries", "reconstruction",
                            "training", "detection", "template_matching", "scoring")
@@ -131,19 +133,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (MiB): VmHWM on Linux, else ``ru_maxrss``."""
-    import resource
-
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 # --------------------------------------------------------------------------- stages
@@ -342,21 +331,9 @@ def run_stage_child(stage: str, size: str, params: RunParams, result_path: Path,
     start = time.perf_counter()
     result = STAGE_FUNCTIONS[stage](size, params, scratch)
     record = {"result": result, "stage_s": time.perf_counter() - start,
-              "peak_rss_mb": peak_rss_mb()}
-    result_path.write_text(json.dumps(record, default=_json_default), encoding="utf-8")
+              "peak_rss_mb": _bench("bench_score").peak_rss_mb()}
+    result_path.write_text(json.dumps(record, default=json_default), encoding="utf-8")
     return 0
-
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _child_command(stage: str, size: str, params: RunParams, result: Path,
@@ -431,7 +408,7 @@ def write_json_atomic(path: Path, record: dict[str, Any], *, overwrite: bool) ->
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, default=_json_default)
+            json.dump(record, f, indent=1, default=json_default)
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
+from ..io._json import json_default
 
 __all__ = [
     "SIDECAR_SUFFIX",
@@ -57,20 +57,10 @@ def sidecar_path(output: str | os.PathLike) -> Path:
     return out.with_name(out.name + SIDECAR_SUFFIX)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in a provenance record")
-
-
 def normalized(params: Any) -> Any:
     """``params`` as it reads back from JSON (tuples → lists, numpy scalars → numbers), without
     the keys that never change a result (``threads``)."""
-    plain = json.loads(json.dumps(params, default=_json_default))
+    plain = json.loads(json.dumps(params, default=json_default))
     return _drop_ignored(plain)
 
 
@@ -140,7 +130,7 @@ def write_sidecar(output: str | os.PathLike, *, action: str, params: dict[str, A
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     record.update(extra or {})
-    text = json.dumps(record, indent=2, default=_json_default) + "\n"
+    text = json.dumps(record, indent=2, default=json_default) + "\n"
     return write_text_atomic(sidecar_path(output), text, overwrite=True)
 
 

@@ -46,6 +46,7 @@ from ..core.classes import (
 from ..core.particles import ParticleList
 from ..core.volume import Volume
 from ._atomic import write_text_atomic
+from ._json import json_default
 from .mrc import read_mrc, read_mrc_header, write_mrc
 
 __all__ = [
@@ -413,7 +414,7 @@ def write_dataset(folder: str | os.PathLike, *, particles: ParticleList,
         "class_ids": {c.name: c.id for c in table},
     }
     record.update(simulation or {})
-    write_text_atomic(root / SIMULATION_FILE, json.dumps(record, indent=2, default=_json_default)
+    write_text_atomic(root / SIMULATION_FILE, json.dumps(record, indent=2, default=json_default)
                       + "\n", overwrite=overwrite)
     return root
 
@@ -435,16 +436,6 @@ def _consistent_voxel_size(given: float | None, particles: ParticleList,
         raise ValueError(f"the dataset's inputs disagree on the voxel size ({listing}); pass "
                          "voxel_size_nm")
     return float(values[0]) if values else 1.0
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in simulation.json")
 
 
 _MODEL_DIR = re.compile(r"model_(\d+)$")
