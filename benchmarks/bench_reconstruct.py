@@ -17,8 +17,8 @@ opposite to ours; checked: with +θ its correlation with the truth is ~0). sciki
 runs on ``--iradon-slices`` evenly spaced y slices only, and is compared per slice.
 
 Accuracy is the Pearson correlation, over the sample slab, between each reconstruction and the
-noise-free grandmodel, both low-passed with a Gaussian of σ = 2 voxels (the noisy projections at
-SNR 0.004 hold nothing finer); it is reported for the noisy and the noise-free projections.
+noise-free grandmodel, both low-passed with a Gaussian of σ = 2 voxels (noisy projections hold
+little finer); it is reported for the noisy and the noise-free projections.
 """
 
 from __future__ import annotations

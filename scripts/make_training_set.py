@@ -32,8 +32,15 @@ def _finished(folder: Path, seed: int, preset: str, snr: float | None = None) ->
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except ValueError:
         return False
+    from napari_shrec.core.tiltseries import IMAGE_SNR_PER_SNR, TiltSeriesParams
+
     params = record.get("params") or {}
-    if snr is not None and ((params.get("tiltseries") or {}).get("snr")) != snr:
+    wanted_snr = TiltSeriesParams().snr if snr is None else snr
+    if ((params.get("tiltseries") or {}).get("snr")) != wanted_snr:
+        return False
+    # simulations from before the SNR calibration (no factor recorded) were noisier at the
+    # same number: not the tomogram asked for
+    if record.get("image_snr_per_snr") != IMAGE_SNR_PER_SNR:
         return False
     return record.get("seed") == seed and params.get("preset") == preset
 
@@ -57,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--structures", action="append", type=Path, default=None)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--snr", type=float, default=None,
-                        help="override the preset's SNR (var(noise-free image) / var(noise))")
+                        help="override the preset's SNR (paper scale: the image ratio "
+                        "var(noise-free image) / var(noise) is 50 × SNR)")
     args = parser.parse_args(argv)
     if args.tomograms < 1:
         parser.error("--tomograms must be ≥ 1")

@@ -42,8 +42,7 @@ def main() -> int:
     if args.noisefree_rec is not None:
         panels.append(("WBP of noise-free projections", np.asarray(
             read_mrc(args.noisefree_rec).data)))
-    panels.append(("WBP of projections (SNR 0.004), σ = 2 px", ndimage.gaussian_filter(noisy,
-                                                                                      2.0)))
+    panels.append(("WBP of noisy projections, σ = 2 px", ndimage.gaussian_filter(noisy, 2.0)))
     z, y = truth.shape[0] // 2, truth.shape[1] // 2
     figure = Figure(figsize=(5 * len(panels), 7.5), dpi=100)
     axes = figure.subplots(2, len(panels), gridspec_kw={"height_ratios": [2.56, 1]})

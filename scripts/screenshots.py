@@ -7,9 +7,9 @@ Run from the repository root under a display (Xvfb), e.g.::
         .venv/bin/python scripts/screenshots.py [--out docs/images] [--structures DIR ...]
         [--work DIR] [--only simulate,detect]
 
-It simulates the ``small`` preset (SNR 0.1, so that particles can be seen at this size; the
-structure files from ``--structures`` — default ``../shared/structures/{pdb,polnet_maps_10A}``
-where present — else surrogate shapes), then drives each widget as a user would (the inputs are
+It simulates the ``small`` preset (SNR 0.002, image ratio 0.1, so that particles can be seen
+at this size; the structure files from ``--structures`` — default
+``../shared/structures/{pdb,polnet_maps_10A}`` where present — else surrogate shapes), then drives each widget as a user would (the inputs are
 the layers the widget before added) and saves, in ``--out``:
 
 - ``simulate.png``, ``reconstruct.png``, ``structures.png``, ``annotate.png``, ``train.png``,
@@ -148,7 +148,7 @@ def run(out: Path, work: Path, sources: list[Path], only: set[str]) -> None:
     sim.set_sources(sources)
     sim.download_check.setChecked(False)
     sim.seed_spin.setValue(2)
-    sim.snr_spin.setValue(0.1)
+    sim.snr_spin.setValue(0.002)
     sim.folder_edit.setText(str(folder))
     print(f"simulating into {folder} (structures: {', '.join(map(str, sources)) or 'surrogates'})")
     if not sim.simulate_into(folder, overwrite=True):

@@ -4,7 +4,7 @@ Usage: python scripts/simulation_figures.py DATASET_FOLDER OUT.png [--overwrite]
 
 One figure with four panels: the noise-free grandmodel's central z slice, the class mask of that
 slice in class colours, the noise-free projection at 0° and the noisy one (low-passed to 2 nm so
-the eye can see anything at SNR 0.004; the raw one is pure noise to the eye).
+the eye can see anything at the preset's noise).
 """
 
 from __future__ import annotations

@@ -379,12 +379,13 @@ SIM_CLASSES = ("4d8q", "4cr2", "1bxn")
 
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """48 × 96 × 96 voxels, 12–14 particles of three large classes, SNR 0.05 (surrogates)."""
+    """48 × 96 × 96 voxels, 12–14 particles of three large classes, SNR 0.001 (image ratio
+    0.05; surrogates)."""
     from napari_shrec.core.simulate import run_simulation, simulation_params
 
     folder = tmp_path_factory.mktemp("tm") / "sim"
     params = simulation_params("small", seed=3, structure_sources=[], download_structures=False,
-                               snr=0.05, classes=SIM_CLASSES, shape_zyx=(48, 96, 96),
+                               snr=0.001, classes=SIM_CLASSES, shape_zyx=(48, 96, 96),
                                n_particles=(12, 14))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -23,7 +23,7 @@ def test_small_training_run_learns_the_large_classes(tmp_path):
     folder = tmp_path / "small"
     # offline surrogate structures: the test needs no structure files and never skips
     params = simulation_params("small", seed=5, structure_sources=[], download_structures=False,
-                               n_particles=(24, 24), classes=LARGE, snr=0.1)
+                               n_particles=(24, 24), classes=LARGE, snr=0.002)
     run_simulation(params, folder)
 
     data = TrainingData.from_folders(folder, class_names=LARGE)

@@ -2,8 +2,8 @@
 matching on a tiny simulation.
 
 One dataset is simulated per module (surrogate structures, 32 × 64 × 64 voxels of 1 nm, three
-4d8q and three 1bxn particles, SNR 0.5, 13 tilts); matching runs at a 60° step (72 rotations per
-class) on one FFT thread, about 2 s per class on a busy 2-core machine.
+4d8q and three 1bxn particles, SNR 0.01 (image ratio 0.5), 13 tilts); matching runs at a 60°
+step (72 rotations per class) on one FFT thread, about 2 s per class on a busy 2-core machine.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def dataset(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("match-widget") / "sim"
     params = simulation_params("small", seed=3, structure_sources=[], download_structures=False,
-                               snr=0.5, classes=CLASSES, shape_zyx=(32, 64, 64),
+                               snr=0.01, classes=CLASSES, shape_zyx=(32, 64, 64),
                                n_particles=(6, 6),
                                tilt_angles_deg=tuple(np.arange(-60.0, 61.0, 10.0)))
     with warnings.catch_warnings():

@@ -27,7 +27,7 @@ examples:
   napari-shrec simulate --preset small --out demo/ --seed 1
   napari-shrec simulate --preset shrec2020 --out model_0/ --structures pdb/ --structures maps/
   napari-shrec simulate --preset small --out sparse/ --particles 10 12 --classes 1bxn,4cr2
-  napari-shrec simulate --preset shrec2020 --out biased/ --orientations shrec2020 --snr 0.05
+  napari-shrec simulate --preset shrec2020 --out biased/ --orientations shrec2020 --snr 0.01
 
 Structures come from --structures folders (or $NAPARI_SHREC_STRUCTURES), earlier downloads, the
 RCSB, or offline surrogate shapes, in that order (docs/structures.md). See docs/simulation.md for
@@ -82,8 +82,9 @@ def add_simulation_options(p: argparse.ArgumentParser) -> None:
                    help="σ of a per-tilt defocus error in µm (default 0)")
     noise = p.add_mutually_exclusive_group()
     noise.add_argument("--snr", type=float, default=None,
-                       help="detector SNR = var(noise-free) / var(noise) per tilt "
-                       "(default 0.004)")
+                       help="detector SNR on the SHREC'20 paper's scale (default 0.004): "
+                       "the image ratio var(noise-free) / var(noise) per tilt is 50 × SNR "
+                       "(0.004 → 0.2; docs/simulation.md)")
     noise.add_argument("--dose", type=float, default=None, metavar="E_PER_NM2",
                        help="Poisson noise at this many electrons per nm² per tilt instead")
     noise.add_argument("--no-noise", action="store_true", help="no detector noise")

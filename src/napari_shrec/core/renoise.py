@@ -6,7 +6,8 @@ copy of the dataset at another signal-to-noise ratio costs one noise draw and on
 levels (``scripts/train_default_model.py``).
 
 The noise is the simulator's ``gaussian`` detector model: per tilt, white Gaussian noise of
-variance var(noise-free image) / SNR (:mod:`napari_shrec.core.tiltseries`). The reconstruction
+variance var(noise-free image) / (``IMAGE_SNR_PER_SNR`` × SNR), SNR being on the SHREC'20 paper's
+scale (:mod:`napari_shrec.core.tiltseries`). The reconstruction
 repeats the simulation's own parameters in the grandmodel's frame. Ground-truth files are
 hard-linked into the new folder (copied where links are impossible), so the copy costs only the
 new projections and reconstruction on disk.
@@ -51,7 +52,7 @@ def renoise_dataset(folder: str | os.PathLike, out: str | os.PathLike, *, snr: f
         folder: a napari-shrec simulation (with ``projections_noisefree.mrc`` and
             ``simulation.json``).
         out: the new dataset folder (must not exist, unless ``overwrite``).
-        snr: var(noise-free image) / var(noise) per tilt (> 0).
+        snr: SNR on the paper's scale (> 0), as ``TiltSeriesParams.snr``.
         seed: seed of the noise.
         overwrite: replace ``out`` when it exists.
         progress, cancel: one step per tilt, then the reconstruction.
@@ -69,6 +70,7 @@ def renoise_dataset(folder: str | os.PathLike, out: str | os.PathLike, *, snr: f
     from ..io._atomic import write_text_atomic
     from ..io.mrc import read_mrc, write_mrc
     from .reconstruct import ReconstructionParams, reconstruct
+    from .tiltseries import IMAGE_SNR_PER_SNR, add_detector_noise
     from .volume import Volume
 
     src, dst = Path(folder), Path(out)
@@ -99,11 +101,8 @@ def renoise_dataset(folder: str | os.PathLike, out: str | os.PathLike, *, snr: f
     for i in range(n_tilts):
         reporter.check()
         image = np.asarray(noisefree.data[i], dtype=np.float32)
-        signal_var = float(image.var(dtype=np.float64))
-        noise = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(
-            math.sqrt(signal_var / snr))
-        noisy[i] = image + noise
-        measured.append(signal_var / max(float(noise.var(dtype=np.float64)), 1e-30))
+        noisy[i], measured_snr = add_detector_noise(image, snr, rng)
+        measured.append(measured_snr)
         reporter.advance(f"tilt {i + 1}/{n_tilts}")
     angles = np.asarray(record["tilt_angles_deg"], dtype=np.float64)
     defocus = record.get("defocus_um")
@@ -122,6 +121,7 @@ def renoise_dataset(folder: str | os.PathLike, out: str | os.PathLike, *, snr: f
     if isinstance(params["tiltseries"], dict):
         params["tiltseries"]["snr"] = float(snr)
     record["measured_snr"] = measured
+    record["image_snr_per_snr"] = IMAGE_SNR_PER_SNR
     record["renoised_from"] = {"folder": str(src), "snr": float(snr), "seed": int(seed)}
     write_text_atomic(dst / "simulation.json", json.dumps(record, indent=1) + "\n")
     reporter.advance("done")

@@ -25,8 +25,9 @@ parameters and seed give identical files (apart from the creation time in simula
 Presets:
 
 - ``shrec2020``: 512 × 512 × 200 voxels of 1 nm, 2400–2800 particles of the 12 SHREC'20
-  classes, 41 tilts −60:3:60°, 300 kV, 3 µm underfocus, SNR 0.004 — the paper's protocol with
-  uniform orientations (``orientation_sampler="shrec2020"`` restores its biased sampler).
+  classes, 41 tilts −60:3:60°, 300 kV, 3 µm underfocus, SNR 0.004 on the paper's scale
+  (image variance ratio 0.2, see :data:`~napari_shrec.core.tiltseries.IMAGE_SNR_PER_SNR`) —
+  the paper's protocol with uniform orientations (``orientation_sampler="shrec2020"`` restores its biased sampler).
 - ``small``: 128 × 128 × 64 voxels, 30–40 particles, same physics: for the demo, sample data and
   tests (seconds).
 """
@@ -46,7 +47,8 @@ from .grandmodel import Grandmodel, GrandmodelParams, build_grandmodel
 from .progress import CancelToken, ProgressCallback, StagedProgress
 from .reconstruct import ReconstructionParams, reconstruct
 from .structures import StructureLibrary, StructureMap, StructureParams
-from .tiltseries import TiltSeries, TiltSeriesParams, shrec_tilt_angles, simulate_tilt_series
+from .tiltseries import (IMAGE_SNR_PER_SNR, TiltSeries, TiltSeriesParams, shrec_tilt_angles,
+                         simulate_tilt_series)
 
 __all__ = [
     "PRESETS",
@@ -310,6 +312,7 @@ def run_simulation(
         "defocus_um": list(tiltseries.defocus_um) if tiltseries else None,
         "measured_snr": list(tiltseries.measured_snr) if tiltseries and
         tiltseries.measured_snr else None,
+        "image_snr_per_snr": IMAGE_SNR_PER_SNR,
         "structures": {name: {"kind": m.kind, "surrogate": m.is_surrogate,
                               "source": m.provenance.get("source"),
                               "source_sha256": m.provenance.get("source_sha256"),

@@ -333,9 +333,10 @@ class SimulateWidget(QWidget):
         self.noise_combo.addItems(list(NOISE_MODES))
         self.noise_combo.setToolTip("Detector noise: gaussian at the SNR below; dose: Poisson "
                                     "noise at the dose below; none: noise-free projections")
-        self.snr_spin = float_spin(0.0001, 1000.0, 0.004, 4, 0.001,
-                                     "Signal-to-noise ratio per tilt = var(noise-free image) / "
-                                     "var(noise) (no unit); SHREC'20: 0.004")
+        self.snr_spin = float_spin(0.00001, 1000.0, 0.004, 5, 0.001,
+                                     "Signal-to-noise ratio on the SHREC'20 paper's scale (no "
+                                     "unit; SHREC'20: 0.004). The image ratio var(noise-free "
+                                     "image) / var(noise) per tilt is 50 × this (0.004 → 0.2)")
         self.dose_spin = float_spin(0.1, 1e6, 300.0, 1, 50.0, "Electron dose per tilt "
                                       "(e⁻/nm²), for dose noise", " e⁻/nm²")
         tilt_row = QHBoxLayout()
