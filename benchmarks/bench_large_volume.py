@@ -3,7 +3,7 @@ float32 OME-Zarr (2 GiB) read lazily, detected block by block; wall time and pea
 volume's size.
 
     python benchmarks/bench_large_volume.py [--workdir /tmp/bench_large_volume]
-        [--shape 512 1024 1024] [--slab 232 280] [--overlap 0.0] [--max-memory 768]
+        [--shape 512 1024 1024] [--slab 232 280] [--overlap 0.0] [--max-memory MB]
         [--device cpu] [--skip-stub] [--keep] [--json OUT]
 
 Three steps, each in a fresh process so that each peak RSS (``ru_maxrss``) is its own:
@@ -12,7 +12,8 @@ Three steps, each in a fresh process so that each peak RSS (``ru_maxrss``) is it
    an OME-Zarr (64³ zstd chunks, 3-level pyramid) with :func:`napari_shrec.io.zarr.write_ome_zarr`.
 2. **model**: the shipped model (``core.pretrained.load_model(None)``) detects on the OME-Zarr,
    opened lazily (:func:`~napari_shrec.io.zarr.open_ome_zarr`), with ``max_memory_mb`` =
-   ``--max-memory`` (default 768: the model itself and torch's buffers take ~0.9 GiB).
+   ``--max-memory`` (default: detection's own default, which for a lazily read volume of 1 GiB
+   or more is a quarter of its size, 512 MiB here; the model and torch's buffers come on top).
    On a CPU the network is the slow part (a 48³ patch takes ~0.1–0.3 s on 2 cores, and the whole
    volume is 5000–12000 patches), so by default it searches the slab ``--slab`` (48 z slices ×
    1024 × 1024, itself larger than the budget, so it runs in blocks) with no patch overlap; on a
@@ -87,13 +88,13 @@ def detect_volume(path: Path, *, stub: bool, slab: tuple[int, int] | None, overl
     start = time.perf_counter()
     volume = open_ome_zarr(path)
     model = load_model(None, device=device)
+    budget = {} if max_memory_mb is None else {"max_memory_mb": max_memory_mb}
     if stub:
-        params = model.detect_params(overlap=overlap, max_memory_mb=max_memory_mb)
+        params = model.detect_params(overlap=overlap, **budget)
         result = detect(volume, StubNetwork(len(model.class_names)), params,
                         class_names=model.class_names, voxel_size_nm=VOXEL_NM, slab_z=slab)
     else:
-        result = detect_with_model(volume, model, slab_z=slab, overlap=overlap,
-                                   max_memory_mb=max_memory_mb)
+        result = detect_with_model(volume, model, slab_z=slab, overlap=overlap, **budget)
     wall = time.perf_counter() - start
     searched = (result.slab_z[1] - result.slab_z[0]) * volume.shape[1] * volume.shape[2]
     return {"step": "stub" if stub else "model", "wall_s": wall, "peak_rss_gib": _peak_rss_gib(),
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="z range the model searches (default 48 slices; the stub always "
                         "searches the whole volume)")
     parser.add_argument("--overlap", type=float, default=0.0)
-    parser.add_argument("--max-memory", type=float, default=768.0, metavar="MB")
+    parser.add_argument("--max-memory", type=float, default=None, metavar="MB",
+                        help="max_memory_mb (default: detection's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-stub", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the OME-Zarr afterwards")
@@ -142,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
 
     common = ["--workdir", str(args.workdir), "--shape", *map(str, args.shape),
               "--slab", *map(str, args.slab), "--overlap", str(args.overlap),
-              "--max-memory", str(args.max_memory), "--device", args.device]
+              "--device", args.device]
+    if args.max_memory is not None:
+        common += ["--max-memory", str(args.max_memory)]
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = [_child(["--child", "write", *common])]
     rows.append(_child(["--child", "model", *common]))
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     volume_gib = rows[1]["volume_gib"]
     print(f"volume (z, y, x) {tuple(args.shape)} float32 = {volume_gib:.2f} GiB "
           f"(OME-Zarr on disk {rows[0]['disk_gib']:.2f} GiB, {rows[0]['levels']} levels); "
-          f"max_memory_mb {args.max_memory:g}; {platform.processor() or platform.machine()}, "
+          f"max_memory_mb {rows[1].get('memory_budget_mb', args.max_memory)}; {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}")
     print(f"{'step':6s} {'slab z':>11s} {'wall s':>8s} {'peak RSS GiB':>13s} {'< volume':>9s} "
           f"{'blocks':>7s} {'patches run/unique':>19s} {'particles':>9s}")

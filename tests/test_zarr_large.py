@@ -182,6 +182,24 @@ def test_memory_budget_that_cannot_hold_one_block_is_refused(noisy_case):
         DetectParams(max_memory_mb=-1)
 
 
+def test_lazy_volumes_of_a_gib_or_more_get_a_quarter_of_their_size_as_budget(tmp_path):
+    import dask.array as da
+
+    from napari_shrec.core.detect import memory_budget_mb
+
+    big = da.zeros((512, 1024, 1024), dtype=np.float32, chunks=64)  # 2 GiB, lazy
+    assert memory_budget_mb(2048.0, big) == pytest.approx(512.0)
+    assert memory_budget_mb(300.0, big) == 300.0  # a smaller asked budget stands
+    assert memory_budget_mb(0.0, big) == 0.0  # 0 stays "no limit"
+    small = da.zeros((256, 512, 512), dtype=np.float32, chunks=64)  # 256 MiB: unchanged
+    assert memory_budget_mb(2048.0, small) == 2048.0
+    mapped = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32,
+                                       shape=(256, 1024, 1024))  # 1 GiB memory-mapped
+    assert memory_budget_mb(2048.0, mapped) == pytest.approx(256.0)
+    in_memory = np.broadcast_to(np.float32(0), (256, 1024, 1024))  # in memory: unchanged
+    assert memory_budget_mb(2048.0, np.asarray(in_memory)) == 2048.0
+
+
 # --------------------------------------------------------------------------- CLI
 def test_cli_detects_and_describes_an_ome_zarr_tomogram(tmp_path, capsys):
     from napari_shrec.core.pretrained import detect_with_model, load_model

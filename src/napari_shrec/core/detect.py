@@ -101,6 +101,7 @@ __all__ = [
     "class_radius_nm",
     "tune_class_thresholds",
     "apply_class_thresholds",
+    "memory_budget_mb",
     "window_1d",
     "patch_positions",
 ]
@@ -189,7 +190,10 @@ class DetectParams:
             searched region fits, it is done in one piece (peak threads are reduced first);
             otherwise in 3D blocks with a halo (see the module notes: same detections, some
             patches run twice). Default 2048: a 512 × 512 × 200 slab with 12 classes is one
-            piece; 0: no limit. ``keep_probability_maps`` always uses one piece.
+            piece; 0: no limit. ``keep_probability_maps`` always uses one piece. A tomogram
+            read lazily (memory-mapped MRC, OME-Zarr) of 1 GiB or more gets at most a quarter
+            of its own size (:func:`memory_budget_mb`), so detection of a volume larger than
+            the RAM holds less than the volume.
     """
 
     overlap: float = 0.25
@@ -484,6 +488,27 @@ def _split(length: int, n: int) -> list[int]:
     return sorted({0, length} | {b for b in inner if 0 < b < length})
 
 
+#: a tomogram read lazily (memory-mapped MRC, OME-Zarr, dask) of at least this many bytes is
+#: "larger than memory": its maps and peak finding get at most LAZY_BUDGET_FRACTION of its size
+LAZY_LARGE_VOLUME_BYTES = 2 ** 30
+LAZY_BUDGET_FRACTION = 0.25
+
+
+def memory_budget_mb(max_memory_mb: float, data: Any) -> float:
+    """The memory budget (MiB) detection uses for ``data``: ``max_memory_mb``, or, for a
+    tomogram read lazily (anything but an in-memory numpy array) of at least 1 GiB, at most a
+    quarter of its size, so that detection holds less than the volume itself. 0 stays 0 (no
+    limit)."""
+    if max_memory_mb <= 0:
+        return max_memory_mb
+    in_memory = isinstance(data, np.ndarray) and not isinstance(data, np.memmap)
+    itemsize = np.dtype(getattr(data, "dtype", np.float32)).itemsize
+    volume_bytes = math.prod(int(n) for n in data.shape) * itemsize
+    if in_memory or volume_bytes < LAZY_LARGE_VOLUME_BYTES:
+        return max_memory_mb
+    return min(max_memory_mb, LAZY_BUDGET_FRACTION * volume_bytes / 2.0 ** 20)
+
+
 #: the most parts an axis is split into (blocks much smaller than their halo run most patches
 #: many times over; raise ``max_memory_mb`` instead).
 MAX_BLOCKS_PER_AXIS = 64
@@ -636,7 +661,7 @@ def detect(
     wanted_threads = min(len(names), params.threads if params.threads > 0
                          else (os.cpu_count() or 1))
     map_bytes = n_channels * (2 if fixed else 4)
-    budget = params.max_memory_mb * 2.0 ** 20
+    budget = memory_budget_mb(params.max_memory_mb, data) * 2.0 ** 20
     volume_out = math.prod(out_shape)
     halo = 0
     if budget <= 0 or params.keep_probability_maps or \
@@ -765,8 +790,9 @@ def detect(
     timings["total"] = time.perf_counter() - t_start
     block_shape = [max((hi - lo for lo, hi in (ext[a] for _, ext, _ in blocks)), default=0)
                    for a in range(3)]
-    info = {"n_blocks": len(blocks), "halo": halo, "unique_patches": unique_patches,
-            "peak_threads": peak_threads, "block_shape": block_shape}
+    info = {"n_blocks": len(blocks), "memory_budget_mb": budget / 2.0 ** 20, "halo": halo,
+            "unique_patches": unique_patches, "peak_threads": peak_threads,
+            "block_shape": block_shape}
     particles.metadata.update(slab_z=[z0, z1], n_patches=n_patches, output_stride=stride,
                               patch_size=list(patch), **info)
     return DetectionResult(particles=particles, probability_maps=maps, timings_s=timings,
