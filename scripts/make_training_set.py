@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--snr", type=float, default=None,
                         help="override the preset's SNR (paper scale: the image ratio "
-                        "var(noise-free image) / var(noise) is 50 × SNR)")
+                        "var(noise-free image) / var(noise) is 75 × SNR)")
     args = parser.parse_args(argv)
     if args.tomograms < 1:
         parser.error("--tomograms must be ≥ 1")

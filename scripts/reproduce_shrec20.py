@@ -15,7 +15,8 @@ Stages, each resumable (a finished stage's output is kept and skipped when run a
 3. ``tm``: template matching of every class (``napari_shrec.core.tm_classes.match_classes``:
    FLCF, CTF- and wedge-filtered templates of the simulation's own structures), one class at a
    time (``DIR/reproduce/tm/<class>.npz``, resumable per class), then TM-T (thresholded) and
-   TM-F (filtered) selections with the paper's N (the SHREC'20 density). ``--tm-crop NY NX``
+   TM-F (filtered) selections with the paper's N (217 per class for the whole tomogram; for a
+   window, 217 × the share of the tomogram's particles it holds). ``--tm-crop NY NX``
    matches a central y–x window of the sample slab only (the paper's full protocol, 12 classes
    at their Crowther steps on 512 × 512 × 200, takes days on a 2-core CPU); every method is then
    scored on that window, with the ground truth cut to it.
@@ -225,10 +226,25 @@ def stage_tm(args: argparse.Namespace, test: Path, work: Path,
             "seconds": float(sum(v["seconds"] for v in info.values()))}
 
 
-def _select(candidates: list, strategy: str, box: tuple[int, ...], voxel_nm: float):
+#: the paper's N for TM-T/TM-F: 2600 expected particles / 12 classes, for the whole tomogram
+PAPER_N = 217
+
+
+def window_n(n_in_window: int, n_in_tomogram: int) -> int:
+    """N per class for a ``--tm-crop`` window: the paper's N for the whole tomogram, given to the
+    window in proportion to the tomogram's particles it holds (counted as the scoring counts
+    them: every particle that reaches into it). Scaling N by the window's area instead would
+    starve a central window, which holds more than its area's share (particles straddling its
+    edges count, and the tomogram's margins hold fewer)."""
+    return max(1, int(round(PAPER_N * n_in_window / max(1, n_in_tomogram))))
+
+
+def _select(candidates: list, strategy: str, box: tuple[int, ...], voxel_nm: float,
+            expected: int | None = None):
     from napari_shrec.core.tm_select import SelectParams, select_particles
 
-    picks = select_particles(candidates, SelectParams(strategy=strategy), voxel_size_nm=voxel_nm)
+    picks = select_particles(candidates, SelectParams(strategy=strategy, expected=expected),
+                             voxel_size_nm=voxel_nm)
     picks = picks.copy()
     z0, _, y0, _, x0, _ = box
     picks.table["z"] = picks.table["z"] + z0
@@ -277,9 +293,13 @@ def stage_score(test: Path, work: Path, tm: dict[str, Any], box: tuple[int, ...]
     ds = load_dataset(test)
     gt = scoring_ground_truth(ds)
     truth, occupancy = crop_ground_truth(gt.particles, gt.occupancy_mask, box)
+    whole = tuple(box) == (0, *gt.occupancy_mask.shape[:1], 0, gt.occupancy_mask.shape[1], 0,
+                           gt.occupancy_mask.shape[2])
+    expected = None if whole else window_n(len(truth), len(gt.particles))
+    tm["n_per_class"] = PAPER_N if whole else expected
     submissions = {"3D U-Net": read_particles(work / "unet.txt")}
     for name, strategy in (("TM-T", "thresholded"), ("TM-F", "filtered")):
-        picks = _select(tm["candidates"], strategy, box, ds.voxel_size_nm)
+        picks = _select(tm["candidates"], strategy, box, ds.voxel_size_nm, expected)
         write_particles(work / f"{name.lower().replace('-', '_')}.txt", picks, overwrite=True)
         submissions[name] = picks
     results = []
@@ -473,10 +493,11 @@ def main(argv: list[str] | None = None) -> int:
         "simulate_s": float((record.get("timings_s") or {}).get("total_before_writing",
                                                                  float("nan"))),
         "training": "trained here" if args.train else (
-            "shipped model: 75 min on this CPU" if args.model is None else str(args.model)),
+            "the shipped model" if args.model is None else str(args.model)),
         "tm_summary": (f"{len(tm['classes'])} classes, angular step "
                        f"{'/'.join(map(str, steps))}° ({'/'.join(map(str, angles))} rotations), "
-                       f"searched {' × '.join(map(str, tm['shape_zyx']))} voxels"),
+                       f"searched {' × '.join(map(str, tm['shape_zyx']))} voxels, "
+                       f"N = {tm.get('n_per_class', PAPER_N)} per class"),
         "test": {"folder": test.name, "seed": record.get("seed"), "snr": float(snr),
                  "particles": len(ds.particles), "cropped": cropped,
                  "box": f"{box[3] - box[2]} × {box[5] - box[4]}",

@@ -35,9 +35,9 @@ def test_renoised_copy_has_the_asked_snr_and_the_same_ground_truth(sim, tmp_path
     noisy = read_mrc(out / "projections.mrc").data
     residual = np.asarray(noisy) - np.asarray(noisefree)
     ratio = np.asarray(noisefree).var(axis=(1, 2)) / residual.var(axis=(1, 2))
-    # snr is on the paper's scale: the image ratio is 50 × snr
-    assert record["image_snr_per_snr"] == 50.0
-    np.testing.assert_allclose(ratio, 0.05 * 50.0, rtol=0.05)
+    # snr is on the paper's scale: the image ratio is 75 × snr
+    assert record["image_snr_per_snr"] == 75.0
+    np.testing.assert_allclose(ratio, 0.05 * 75.0, rtol=0.05)
     # the reconstruction is in the grandmodel frame, and less noisy than the original's
     gm = np.asarray(read_mrc(sim / "grandmodel_noisefree.mrc").data, dtype=np.float64)
     new = np.asarray(read_mrc(out / "reconstruction.mrc").data, dtype=np.float64)

@@ -108,3 +108,11 @@ def test_report_section_is_replaced_between_markers(tmp_path: Path) -> None:
 
 def test_the_tables_name_every_class_of_the_paper() -> None:
     assert CLASSES[0] == "1s3x" and CLASSES[-1] == "4d8q" and len(set(CLASSES)) == 12
+
+
+def test_window_gets_the_papers_n_in_proportion_to_its_particles() -> None:
+    script = _script()
+    assert script.PAPER_N == 217  # 2600 expected particles / 12 classes (paper, section 3.7)
+    assert script.window_n(2526, 2526) == 217  # the whole tomogram
+    assert script.window_n(718, 2526) == 62  # the central 256 × 256 window of the test run
+    assert script.window_n(0, 2526) == 1

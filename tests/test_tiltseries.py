@@ -149,11 +149,11 @@ def test_detector_snr_and_dose_mode() -> None:
     volume = _thin_random_sample((20, 96, 96), amplitude_v=2.0)
     series = simulate_tilt_series(volume, 1.0, TiltSeriesParams(
         tilt_angles_deg=(-30.0, 0.0, 30.0), snr=0.004, seed=5))
-    # snr is on the paper's scale: the image ratio is IMAGE_SNR_PER_SNR (50) times it
-    assert IMAGE_SNR_PER_SNR == 50.0 and image_snr(0.004) == pytest.approx(0.2)
+    # snr is on the paper's scale: the image ratio is IMAGE_SNR_PER_SNR (75) times it
+    assert IMAGE_SNR_PER_SNR == 75.0 and image_snr(0.004) == pytest.approx(0.3)
     for noisy, clean in zip(series.projections, series.projections_noisefree):
         measured = clean.var() / (noisy - clean).var()
-        assert measured == pytest.approx(0.2, rel=0.10)
+        assert measured == pytest.approx(0.3, rel=0.10)
     assert series.measured_snr == pytest.approx((0.004,) * 3, rel=0.10)
     dose = simulate_tilt_series(volume, 1.0, TiltSeriesParams(
         tilt_angles_deg=(0.0,), noise="dose", dose_per_tilt_e_per_nm2=100.0))

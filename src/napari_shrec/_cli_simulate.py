@@ -83,8 +83,8 @@ def add_simulation_options(p: argparse.ArgumentParser) -> None:
     noise = p.add_mutually_exclusive_group()
     noise.add_argument("--snr", type=float, default=None,
                        help="detector SNR on the SHREC'20 paper's scale (default 0.004): "
-                       "the image ratio var(noise-free) / var(noise) per tilt is 50 × SNR "
-                       "(0.004 → 0.2; docs/simulation.md)")
+                       "the image ratio var(noise-free) / var(noise) per tilt is 75 × SNR "
+                       "(0.004 → 0.3; docs/simulation.md)")
     noise.add_argument("--dose", type=float, default=None, metavar="E_PER_NM2",
                        help="Poisson noise at this many electrons per nm² per tilt instead")
     noise.add_argument("--no-noise", action="store_true", help="no detector noise")

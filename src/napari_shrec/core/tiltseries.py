@@ -35,7 +35,7 @@ Per tilt:
    ``snr`` is on the SHREC'20 paper's scale (0.004 by default, as the paper states): the paper's
    number is not an image variance ratio (its released code scales the noise against the
    variance of a CTF-corrected density projection, in other units than its images), so the
-   scale is calibrated: at ``IMAGE_SNR_PER_SNR`` = 50, snr 0.004 gives images whose template
+   scale is calibrated: at ``IMAGE_SNR_PER_SNR`` = 75, snr 0.004 gives images whose template
    matching and detection results match the paper's Tables 3/4 (docs/simulation.md, "Noise and
    SNR"). ``measured_snr`` reports the measured image ratio divided by the same factor, on the
    scale of ``snr``.
@@ -84,11 +84,12 @@ PROTEIN_MEAN_INNER_POTENTIAL_V = 8.07
 """Mean inner potential of protein (V): 9.76 V·nm³ per kDa over 1.21 nm³ per kDa, hydrogens
 included (see :data:`napari_shrec.core.potential.PROTEIN_POTENTIAL_PER_KDA_V_NM3`)."""
 
-IMAGE_SNR_PER_SNR = 50.0
+IMAGE_SNR_PER_SNR = 75.0
 """Calibration of ``snr``: the per-tilt image variance ratio var(noise-free image) / var(noise)
-that one unit of ``snr`` gives. SHREC'20's stated SNR 0.004 is thereby an image ratio of 0.2, the
-noise level at which this simulator and matcher reproduce the paper's template-matching results
-(localisation F1 and the large/small class pattern; docs/simulation.md, "Noise and SNR")."""
+that one unit of ``snr`` gives. SHREC'20's stated SNR 0.004 is thereby an image ratio of 0.3, the
+noise level at which this simulator and matcher come nearest the paper's template-matching
+results on a full-density tomogram (localisation F1 and the per-size-group class F1;
+docs/simulation.md, "Noise and SNR")."""
 
 
 def image_snr(snr: float) -> float:
@@ -142,7 +143,7 @@ class TiltSeriesParams:
         noise: "gaussian" (at ``snr``), "dose" (Poisson at ``dose_per_tilt_e_per_nm2``) or "none".
         snr: signal-to-noise ratio on the SHREC'20 paper's scale, for ``noise="gaussian"``:
             the image ratio var(noise-free image) / var(noise) per tilt is
-            ``IMAGE_SNR_PER_SNR × snr`` (0.004 → 0.2; see :data:`IMAGE_SNR_PER_SNR`).
+            ``IMAGE_SNR_PER_SNR × snr`` (0.004 → 0.3; see :data:`IMAGE_SNR_PER_SNR`).
         dose_per_tilt_e_per_nm2: electrons per nm² per tilt, for ``noise="dose"``.
         seed: random seed (sample noise and detector noise).
         threads: worker threads (0 = all cores).

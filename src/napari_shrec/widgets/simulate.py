@@ -336,7 +336,7 @@ class SimulateWidget(QWidget):
         self.snr_spin = float_spin(0.00001, 1000.0, 0.004, 5, 0.001,
                                      "Signal-to-noise ratio on the SHREC'20 paper's scale (no "
                                      "unit; SHREC'20: 0.004). The image ratio var(noise-free "
-                                     "image) / var(noise) per tilt is 50 × this (0.004 → 0.2)")
+                                     "image) / var(noise) per tilt is 75 × this (0.004 → 0.3)")
         self.dose_spin = float_spin(0.1, 1e6, 300.0, 1, 50.0, "Electron dose per tilt "
                                       "(e⁻/nm²), for dose noise", " e⁻/nm²")
         tilt_row = QHBoxLayout()
