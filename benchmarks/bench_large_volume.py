@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     volume_gib = rows[1]["volume_gib"]
     print(f"volume (z, y, x) {tuple(args.shape)} float32 = {volume_gib:.2f} GiB "
           f"(OME-Zarr on disk {rows[0]['disk_gib']:.2f} GiB, {rows[0]['levels']} levels); "
-          f"max_memory_mb {rows[1].get('memory_budget_mb', args.max_memory)}; {platform.processor() or platform.machine()}, "
+          f"max_memory_mb {rows[1].get('memory_budget_mb', args.max_memory)}; "
+          f"{platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}")
     print(f"{'step':6s} {'slab z':>11s} {'wall s':>8s} {'peak RSS GiB':>13s} {'< volume':>9s} "
           f"{'blocks':>7s} {'patches run/unique':>19s} {'particles':>9s}")

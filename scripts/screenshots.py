@@ -7,9 +7,10 @@ Run from the repository root under a display (Xvfb), e.g.::
         .venv/bin/python scripts/screenshots.py [--out docs/images] [--structures DIR ...]
         [--work DIR] [--only simulate,detect]
 
-It simulates the ``small`` preset (SNR 0.002, image ratio 0.1, so that particles can be seen
+It simulates the ``small`` preset (SNR 0.002, image ratio 0.15, so that particles can be seen
 at this size; the structure files from ``--structures`` — default
-``../shared/structures/{pdb,polnet_maps_10A}`` where present — else surrogate shapes), then drives each widget as a user would (the inputs are
+``../shared/structures/{pdb,polnet_maps_10A}`` where present — else surrogate shapes), then
+drives each widget as a user would (the inputs are
 the layers the widget before added) and saves, in ``--out``:
 
 - ``simulate.png``, ``reconstruct.png``, ``structures.png``, ``annotate.png``, ``train.png``,

@@ -380,7 +380,7 @@ SIM_CLASSES = ("4d8q", "4cr2", "1bxn")
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 × 96 × 96 voxels, 12–14 particles of three large classes, SNR 0.001 (image ratio
-    0.05; surrogates)."""
+    0.075; surrogates)."""
     from napari_shrec.core.simulate import run_simulation, simulation_params
 
     folder = tmp_path_factory.mktemp("tm") / "sim"

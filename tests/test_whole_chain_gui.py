@@ -8,7 +8,7 @@ runs itself again in a fresh ``pytest`` process with ``QT_QPA_PLATFORM=xcb`` on 
 pytest-xvfb started, and passes when that run passes. Without a display it is skipped.
 
 The dataset is the ``small`` preset (64 × 128 × 128 voxels of 1 nm, 30–40 particles, 41 tilts)
-with surrogate structures (offline, fast) at SNR 0.002 (image ratio 0.1), so the shipped
+with surrogate structures (offline, fast) at SNR 0.002 (image ratio 0.15), so the shipped
 detector finds some particles in a few seconds on a CPU.
 """
 

@@ -2,7 +2,7 @@
 matching on a tiny simulation.
 
 One dataset is simulated per module (surrogate structures, 32 × 64 × 64 voxels of 1 nm, three
-4d8q and three 1bxn particles, SNR 0.01 (image ratio 0.5), 13 tilts); matching runs at a 60°
+4d8q and three 1bxn particles, SNR 0.01 (image ratio 0.75), 13 tilts); matching runs at a 60°
 step (72 rotations per class) on one FFT thread, about 2 s per class on a busy 2-core machine.
 """
 

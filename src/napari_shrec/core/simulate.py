@@ -27,7 +27,8 @@ Presets:
 - ``shrec2020``: 512 × 512 × 200 voxels of 1 nm, 2400–2800 particles of the 12 SHREC'20
   classes, 41 tilts −60:3:60°, 300 kV, 3 µm underfocus, SNR 0.004 on the paper's scale
   (image variance ratio 0.3, see :data:`~napari_shrec.core.tiltseries.IMAGE_SNR_PER_SNR`) —
-  the paper's protocol with uniform orientations (``orientation_sampler="shrec2020"`` restores its biased sampler).
+  the paper's protocol with uniform orientations (``orientation_sampler="shrec2020"`` restores
+  its biased sampler).
 - ``small``: 128 × 128 × 64 voxels, 30–40 particles, same physics: for the demo, sample data and
   tests (seconds).
 """

@@ -135,7 +135,7 @@ class TrainParams:
             0 draws particles uniformly; in between, a mix.
         ce_weight, tversky_weight, denoise_weight: loss weights (the last only with a
             denoising head). Default: cross-entropy alone. Measured on a small simulation
-            (4 classes, SNR 0.1, 160 steps of 4 × 32³, width 8): plain cross-entropy found
+            (4 classes, image ratio 0.1, 160 steps of 4 × 32³, width 8): plain cross-entropy found
             every particle (recall 1.0, loc F1 0.74), cross-entropy + Dice 0.54 recall, and
             "balanced" weights + Dice none at all — the patches are already class-balanced,
             and weights up to 30 × push every voxel towards a particle class.
