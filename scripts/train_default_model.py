@@ -7,13 +7,14 @@ The whole recipe, from nothing to ``src/napari_shrec/models/shrec2020_unet.pt``:
     python scripts/make_training_set.py --out DATA --tomograms 6 --validation 1
     # 2. train (resumable: run it again to continue), tune thresholds on validation, export,
     #    evaluate on the test tomogram
-    python scripts/train_default_model.py --set DATA --work WORK
+    python scripts/train_default_model.py --set DATA --work WORK \
+        --extra-snr 0.002 --extra-snr 0.01 --evaluate-snr 0.004
 
 Stages (``--stage``, default ``all``):
 
 - ``train``: a :class:`~napari_shrec.core.nets.unet.UNet3D` (default width 16, depth 3) on the
   reconstructions of the training models' sample slabs — at the set's SNR and, with
-  ``--extra-snr``, also re-noised copies at higher SNRs (``SET/snr<S>/model_i``, made from the
+  ``--extra-snr``, also re-noised copies at other SNRs (``SET/snr<S>/model_i``, made from the
   noise-free tilt series in seconds by :func:`~napari_shrec.core.renoise.renoise_dataset`; a
   curriculum: particles the network can see teach it what to look for) — class-mask targets,
   class-balanced
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ship", type=Path, default=DEFAULT_SHIP)
     parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
     parser.add_argument("--redo", choices=STAGES, action="append", default=[])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--steps", type=int, default=300, help="steps per epoch")
     parser.add_argument("--patch", type=int, default=48)
     parser.add_argument("--batch", type=int, default=2)

@@ -71,9 +71,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="patches per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA → MPS → CPU), cpu, cuda, mps")
     p.add_argument("--max-memory", type=float, default=None, metavar="MB",
-                   help="memory (MiB) for probability maps and peak finding (default 2048); a "
-                   "larger tomogram is detected in blocks, a larger value means fewer patches "
-                   "run twice; 0: no limit")
+                   help="memory (MiB) for probability maps and peak finding (default 2048, "
+                   "or a quarter of a lazily read tomogram of 1 GiB or more); a larger "
+                   "tomogram is detected in blocks, a larger value means fewer patches run "
+                   "twice; 0: no limit")
     p.add_argument("--maps-dir", type=Path, default=None,
                    help="also write each class's probability map as DIR/prob_<class>.mrc")
     p.add_argument("--score", action="store_true",
