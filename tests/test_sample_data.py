@@ -45,7 +45,7 @@ def _same_settings(tmp_path_factory: pytest.TempPathFactory,
     _isolate(monkeypatch, tmp_path_factory.getbasetemp() / "sample-settings.json")
 
 
-def test_the_sample_is_the_small_preset_simulated_offline(sample) -> None:
+def test_the_sample_is_the_small_preset_simulated_offline(sample, monkeypatch) -> None:
     root, folder = sample
     params = sample_params()
     assert params.seed == SAMPLE_SEED and params.preset == "small"
@@ -57,6 +57,8 @@ def test_the_sample_is_the_small_preset_simulated_offline(sample) -> None:
     # another seed or device is another cache entry
     assert sample_folder(sample_params(seed=1), root) != folder
     assert sample_folder(sample_params(device="cuda"), root) != folder
+    monkeypatch.setattr("napari_shrec.core.tiltseries.IMAGE_SNR_PER_SNR", 50.0)
+    assert sample_folder(params, root) != folder  # another SNR calibration: another sample
 
 
 def test_layers_reconstruction_class_mask_ground_truth(sample) -> None:

@@ -66,8 +66,12 @@ def sample_params(seed: int = SAMPLE_SEED, device: str | None = None) -> Simulat
 def sample_folder(params: SimulationParams, cache_dir: str | os.PathLike | None = None) -> Path:
     """``<cache>/sample_data/shrec-demo-small-<hash of the parameters>``."""
     from .core.structure_sources import default_cache_dir
+    from .core.tiltseries import IMAGE_SNR_PER_SNR
 
-    text = json.dumps(params.to_dict(), sort_keys=True, default=str)
+    # the SNR's calibration is part of what the noise means: a sample cached before it changed
+    # has the same parameters but other noise
+    record = {**params.to_dict(), "image_snr_per_snr": IMAGE_SNR_PER_SNR}
+    text = json.dumps(record, sort_keys=True, default=str)
     key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "sample_data" / f"shrec-demo-{params.preset}-{key}"
