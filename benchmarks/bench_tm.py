@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_DATASET = Path("/work/data/shrec_set/model_5")
+DEFAULT_DATASET = Path("/work/data/set_cal/snr0.004/model_5")
 
 
 # --------------------------------------------------------------------------- conventions

@@ -46,8 +46,8 @@ MODES: tuple[str, ...] = ("quick", "full")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_STRUCTURES = REPO.parent / "shared" / "structures"
 DEFAULT_SMALL_DATASET = Path("/tmp/small_set/model_0")
-DEFAULT_SHREC_DATASET = Path("/work/data/shrec_set/model_0")
-DEFAULT_TEST_DATASET = Path("/work/data/shrec_set/model_5")
+DEFAULT_SHREC_DATASET = Path("/work/data/set_cal/snr0.004/model_5")
+DEFAULT_TEST_DATASET = Path("/work/data/set_cal/snr0.004/model_5")
 PEAK_MEMORY_METHOD = ("peak resident set size of the stage's own process (one fresh Python "
                       "process per stage and size): Linux VmHWM from /proc/self/status at the "
                       "stage's end, imports and touched memory-mapped pages included")
