@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from ..io._json import json_default
+from ..io._json import json_default, read_json_object
 
 __all__ = [
     "SIDECAR_SUFFIX",
@@ -77,13 +77,8 @@ def same_params(recorded: Any, params: Any) -> bool:
     return normalized(recorded) == normalized(params)
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; None when it is missing or unreadable (a torn write)."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+#: the JSON object in a file; None when it is missing or unreadable (a torn write)
+read_json = read_json_object
 
 
 def file_output_state(output: str | os.PathLike, params: dict[str, Any]) -> OutputState:

@@ -20,7 +20,6 @@ folder beside the target, renamed onto it at the end; an existing target is refu
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -34,6 +33,7 @@ import numpy as np
 
 from ..core.progress import CancelToken, ProgressCallback
 from ..core.volume import Volume
+from ._json import read_json_object
 
 __all__ = [
     "OME_ZARR_SUFFIXES",
@@ -101,12 +101,6 @@ class OmeZarrInfo:
 
 
 # --------------------------------------------------------------------------- metadata
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _image_group(path: Path) -> tuple[Path, dict[str, Any], str] | None:
@@ -115,10 +109,10 @@ def _image_group(path: Path) -> tuple[Path, dict[str, Any], str] | None:
     whose first image (``0/``) is one."""
     if not path.is_dir():
         return None
-    attrs = _read_json(path / ".zattrs")
+    attrs = read_json_object(path / ".zattrs")
     version = ""
     if attrs is None:
-        meta = _read_json(path / "zarr.json")
+        meta = read_json_object(path / "zarr.json")
         if meta is None:
             return None
         attrs = meta.get("attributes") or {}
