@@ -16,6 +16,12 @@ All write the same datasets (seed i for task i); the particle lists are compared
 (issue 12): batch ≥ 1.6× faster than the same four in series for 4 ``small`` simulations on 2
 workers. The machine's load average is printed: other processes on the cores make the ratios
 meaningless.
+
+To tell the cluster's overhead from what the cores can give, it also times one simulation's
+compute (imports excluded) three ways: alone with one thread, alone with every core, and W
+single-threaded ones at once (the batch's steady state, where the runs share caches and memory
+bandwidth). The **ceiling** is the CLI series' time over ⌈n / W⌉ concurrent runs: the speed-up
+of a batch with no start-up and no imports at all.
 """
 
 from __future__ import annotations
@@ -40,6 +46,36 @@ for task in plan_simulate(out, n, preset=preset, seed=0, structure_sources=sourc
                           download_structures=False):
     execute_task(task, threads=os.cpu_count() or 1)
 """
+
+
+_ONE_TASK = """
+import sys, time
+from napari_shrec.batch import execute_task, plan_simulate
+out, preset, index, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sources = sys.argv[5:]
+task = plan_simulate(out, index + 1, preset=preset, seed=0, structure_sources=sources,
+                     download_structures=False)[index]
+start = time.perf_counter()
+execute_task(task, threads=threads)
+print(time.perf_counter() - start)
+"""
+
+
+def _task_seconds(out: Path, preset: str, indices: list[int], threads: int,
+                  sources: list[str]) -> list[float]:
+    """Compute time (imports excluded) of simulations ``indices``, run at once, one process
+    each, with ``threads`` threads each."""
+    procs = [subprocess.Popen([sys.executable, "-c", _ONE_TASK, str(out), preset, str(i),
+                               str(threads), *sources], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in indices]
+    times = []
+    for proc in procs:
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"one-task simulation failed ({proc.returncode}):\n"
+                               f"{stderr[-3000:]}")
+        times.append(float(stdout.strip().splitlines()[-1]))
+    return times
 
 
 def _sources() -> list[str]:
@@ -87,16 +123,25 @@ def main() -> int:
         for source in sources:
             cli += ["--structures", source]
         batch_s = _timed(cli)
+        cores = os.cpu_count() or 1
+        alone_1_s = _task_seconds(Path(tmp) / "alone1", args.preset, [0], 1, sources)[0]
+        alone_all_s = _task_seconds(Path(tmp) / "aloneN", args.preset, [0], cores, sources)[0]
+        concurrent_s = max(_task_seconds(Path(tmp) / "concurrent", args.preset,
+                                         list(range(args.workers)), 1, sources))
         load_after = os.getloadavg()
         same = all((series_dir / f"model_{i}" / "particle_locations.txt").read_text()
                    == (batch_dir / f"model_{i}" / "particle_locations.txt").read_text()
                    == (cli_dir / f"model_{i}" / "particle_locations.txt").read_text()
                    for i in range(args.n))
     ratio = cli_series_s / batch_s
+    rounds = -(-args.n // args.workers)
+    ceiling = cli_series_s / (rounds * concurrent_s)
     result = {"n": args.n, "preset": args.preset, "workers": args.workers,
-              "cores": os.cpu_count(), "cli_series_s": cli_series_s, "series_s": series_s,
+              "cores": cores, "cli_series_s": cli_series_s, "series_s": series_s,
               "batch_s": batch_s, "speedup": ratio, "speedup_vs_one_process": series_s / batch_s,
               "same_outputs": same, "target_speedup": 1.6,
+              "task_alone_one_thread_s": alone_1_s, "task_alone_all_cores_s": alone_all_s,
+              "task_concurrent_one_thread_s": concurrent_s, "ceiling_speedup": ceiling,
               "load_average_before": load_before, "load_average_after": load_after}
     print(f"{args.n} × {args.preset} simulations, {os.cpu_count()} cores")
     print(f"  CLI series ({args.n} × napari-shrec simulate)    {cli_series_s:7.1f} s")
@@ -104,6 +149,11 @@ def main() -> int:
     print(f"  batch ({args.workers}-worker LocalCluster)           {batch_s:7.1f} s")
     print(f"  speed-up {ratio:.2f}× over the CLI series (target ≥ 1.6×), "
           f"{series_s / batch_s:.2f}× over the one-process series; same outputs: {same}")
+    print(f"  one simulation's compute: {alone_1_s:.1f} s alone on 1 thread, {alone_all_s:.1f} s "
+          f"alone on {cores} threads ({alone_1_s / alone_all_s:.2f}×), {concurrent_s:.1f} s with "
+          f"{args.workers} running at once on 1 thread each")
+    print(f"  ceiling (no start-up, no imports): {ceiling:.2f}× over the CLI series; the batch "
+          f"reaches {ratio / ceiling:.0%} of it")
     print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           "(1 min)")
     if args.json is not None:

@@ -159,14 +159,23 @@ def cpu_count() -> int:
 
 def local_cluster(n_workers: int, threads_per_task: int) -> Any:
     """A LocalCluster of ``n_workers`` processes with one task thread each, whose BLAS/OpenMP/
-    numba pools are limited to ``threads_per_task`` threads."""
+    numba pools are limited to ``threads_per_task`` threads.
+
+    The workers keep glibc's default memory trimming: distributed starts its workers with
+    ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes glibc's mmap threshold, so that every large
+    temporary array (an FFT's output, a rotated slab) is mapped and unmapped page by page — a
+    ``small`` simulation then takes 18 % longer (``benchmarks/bench_batch.py``). A user's
+    explicit ``MALLOC_TRIM_THRESHOLD_`` in the environment still wins."""
+    import dask
     from distributed import LocalCluster
 
     limit = str(max(1, threads_per_task))
     env = {name: limit for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                     "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                        dashboard_address=":0", env=env)
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": trim}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                            dashboard_address=":0", env=env)
 
 
 @contextlib.contextmanager
