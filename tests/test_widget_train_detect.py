@@ -318,6 +318,37 @@ def test_detect_widget_on_a_dataset_folder(viewer, qtbot, dataset, checkpoint, n
     assert widget.last_output.result.slab_z == (0, 32)
 
 
+def test_detect_widget_on_an_ome_zarr_folder(viewer, qtbot, dataset, checkpoint, notes,
+                                             no_offer, tmp_path):
+    """An OME-Zarr image is read lazily and gives the same picks as the same voxels in an MRC."""
+    from napari_shrec.io.mrc import read_mrc
+    from napari_shrec.io.zarr import write_ome_zarr
+
+    recon = read_mrc(dataset / "reconstruction.mrc")
+    zarr_path = write_ome_zarr(tmp_path / "tomo.ome.zarr", recon, chunks=16)
+    mrc_path = tmp_path / "tomo.mrc"
+    import shutil
+
+    shutil.copy(dataset / "reconstruction.mrc", mrc_path)
+    widget = _detect_widget(viewer, qtbot, checkpoint)
+    widget.patch_spin.setValue(32)
+    tables = []
+    for path in (zarr_path, mrc_path):
+        widget.set_path(path)
+        assert widget.input_kind() == SOURCE_FILE
+        assert "64 × 64 × 32 voxels" in widget.input_info.text(), widget.input_info.text()
+        assert "no dataset" in widget.input_info.text()
+        assert widget.start_detection() is True
+        assert not notes["error"], notes
+        assert widget.last_output.result.slab_z == (0, 32)  # the whole volume
+        tables.append(widget.last_output.result.particles.table.copy())
+    assert len(tables[0]) > 0
+    np.testing.assert_allclose(tables[0][["x", "y", "z"]].to_numpy(),
+                               tables[1][["x", "y", "z"]].to_numpy(), atol=1e-6)
+    assert list(tables[0]["class_name"]) == list(tables[1]["class_name"])
+    np.testing.assert_allclose(tables[0]["score"], tables[1]["score"], atol=1e-6)
+
+
 def test_detect_widget_errors_go_to_the_status_line(viewer, qtbot, dataset, checkpoint,
                                                      tmp_path, notes, no_offer):
     widget = _detect_widget(viewer, qtbot, tmp_path / "missing.pt")

@@ -323,11 +323,16 @@ def _open_path(path: Path) -> tuple[Any, float, tuple[int, int] | None, int, Pat
     """(volume data, voxel size nm, slab, z offset, dataset folder) of a file or folder."""
     from ..io.dataset import is_dataset_folder, load_dataset
     from ..io.mrc import read_mrc
+    from ..io.zarr import is_ome_zarr, open_ome_zarr
 
+    if path.is_dir() and is_ome_zarr(path):
+        volume = open_ome_zarr(path)  # lazy: detection reads it block by block
+        return volume.data, float(np.mean(volume.voxel_size_nm)), None, 0, None
     if path.is_dir():
         if not is_dataset_folder(path):
-            raise FileNotFoundError(f"{path}: not a dataset folder (no reconstruction.mrc and "
-                                    "particle_locations.txt); choose a tomogram MRC file")
+            raise FileNotFoundError(f"{path}: neither an OME-Zarr image nor a dataset folder "
+                                    "(no reconstruction.mrc and particle_locations.txt); "
+                                    "choose a tomogram MRC file or OME-Zarr folder")
         ds = load_dataset(path)
         if not ds.has("reconstruction"):
             raise FileNotFoundError(f"{path}: no reconstruction.mrc; reconstruct it first "
@@ -560,7 +565,7 @@ class DetectWidget(QWidget):
         self.file_button.setToolTip("Choose a tomogram MRC file")
         self.file_button.clicked.connect(self._browse_file)
         self.folder_button = QPushButton("Folder…")
-        self.folder_button.setToolTip("Choose a dataset folder")
+        self.folder_button.setToolTip("Choose a dataset folder or an OME-Zarr image folder")
         self.folder_button.clicked.connect(self._browse_folder)
         self.input_info = QLabel("No input")
         self.input_info.setWordWrap(True)
@@ -846,7 +851,8 @@ class DetectWidget(QWidget):
             self.set_path(path)
 
     def _browse_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Dataset folder", self.path_edit.text())
+        folder = QFileDialog.getExistingDirectory(self, "Dataset or OME-Zarr folder",
+                                                  self.path_edit.text())
         if folder:
             self.set_path(folder)
 
@@ -879,16 +885,22 @@ class DetectWidget(QWidget):
         """Shape, voxel size, slab and dataset of the file or folder (headers only)."""
         from ..io.dataset import is_dataset_folder, load_dataset
         from ..io.mrc import read_mrc_header
+        from ..io.zarr import is_ome_zarr, read_ome_zarr_info
 
         text = self.path_edit.text().strip()
         if not text:
-            raise ValueError("choose a tomogram file or a dataset folder (or switch Source to "
-                             "Image layer)")
+            raise ValueError("choose a tomogram file, an OME-Zarr folder or a dataset folder "
+                             "(or switch Source to Image layer)")
         path = Path(text).expanduser()
+        if path.is_dir() and is_ome_zarr(path):
+            info = read_ome_zarr_info(path)
+            return {"path": path, "shape": tuple(int(n) for n in info.shapes_zyx[0]),
+                    "voxel_size_nm": float(np.mean(info.voxel_sizes_nm[0])), "dataset": None,
+                    "z_offset": 0, "slab": None}
         if path.is_dir():
             if not is_dataset_folder(path):
-                raise FileNotFoundError(f"{path}: not a dataset folder; choose a tomogram MRC "
-                                        "file")
+                raise FileNotFoundError(f"{path}: neither an OME-Zarr image nor a dataset "
+                                        "folder; choose a tomogram MRC file")
             ds = load_dataset(path)
             if not ds.has("reconstruction"):
                 raise FileNotFoundError(f"{path}: no reconstruction.mrc; reconstruct it first "
