@@ -137,6 +137,51 @@ def test_identity_predictor_reproduces_the_volume():
     np.testing.assert_allclose(res.probability_maps[1], volume, atol=1e-6)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_test_time_flips_average_flipped_outputs_back_in_place(stride):
+    """A flip-equivariant (voxel-wise) predictor gives the same maps with any number of flips;
+    one that adds a fixed x ramp gives, with the identity and the 180° rotation about y (x and z
+    flipped), the mean of the ramp and its mirror: flat along x."""
+    rng = np.random.default_rng(1)
+    volume = rng.random((20, 24, 28)).astype(np.float32)
+    ramp = np.linspace(0.0, 0.2, 16 // stride, dtype=np.float32)
+
+    class Voxelwise:
+        patch_size = (16, 16, 16)
+        output_stride = stride
+
+        def __init__(self, with_ramp):
+            self.with_ramp = with_ramp
+            self.calls = 0
+
+        def __call__(self, patch):
+            self.calls += 1
+            p = patch.reshape(16 // stride, stride, 16 // stride, stride, 16 // stride,
+                              stride).mean(axis=(1, 3, 5)) * 0.5
+            if self.with_ramp:
+                p = p + ramp
+            return np.stack([1 - p, p])
+
+    params = DetectParams(keep_probability_maps=True, map_dtype="float32", min_score=1.0,
+                          batch_size=1)
+    plain = Voxelwise(False)
+    base = detect(volume, plain, params, class_names=NAMES[:1]).probability_maps
+    for flips in (2, 8):
+        voxelwise = Voxelwise(False)
+        res = detect(volume, voxelwise, params.replace(test_time_flips=flips),
+                     class_names=NAMES[:1])
+        np.testing.assert_allclose(res.probability_maps, base, atol=1e-6)
+        assert voxelwise.calls == flips * plain.calls
+        assert res.particles.metadata["test_time_flips"] == flips
+    ramped = detect(np.zeros_like(volume), Voxelwise(True), params.replace(test_time_flips=2),
+                    class_names=NAMES[:1]).probability_maps[1]
+    inner = ramped[2:-2, 2:-2, 2:-2]
+    np.testing.assert_allclose(inner, 0.1, atol=2e-3)  # the ramp's mean, everywhere
+    single = detect(np.zeros_like(volume), Voxelwise(True), params,
+                    class_names=NAMES[:1]).probability_maps[1]
+    assert np.ptp(single[10, 12, 2:-2]) > 0.05  # without flips the ramp shows
+
+
 def test_windows_and_positions():
     for blend in ("gaussian", "cosine"):
         w = window_1d(32, blend)
@@ -462,7 +507,8 @@ def test_params_validation_and_hash():
     assert p.to_dict()["class_thresholds"] == {"4cr2": 0.7}
     for bad in ({"overlap": 0.95}, {"blend": "box"}, {"peak_method": "meanshift"},
                 {"min_score": 1.5}, {"batch_size": 0}, {"map_dtype": "int8"},
-                {"class_thresholds": {"1bxn": -1}}, {"radius_fraction": 0}):
+                {"class_thresholds": {"1bxn": -1}}, {"radius_fraction": 0},
+                {"test_time_flips": 0}, {"test_time_flips": 9}, {"test_time_flips": 1.5}):
         with pytest.raises(ValueError):
             DetectParams(**bad)
     assert class_radius_nm("4cr2") == pytest.approx(SHREC20_TABLE.by_name("4cr2")

@@ -208,7 +208,7 @@ def test_cli_detect_writes_probability_maps(sim, tiny_checkpoint, tmp_path, caps
     maps = tmp_path / "maps"
     assert main(["detect", str(recon), "--model", str(tiny_checkpoint), "--out",
                  str(tmp_path / "p.txt"), "--maps-dir", str(maps), "--slab", "0", "32",
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--test-time-flips", "2"]) == 0
     capsys.readouterr()
     files = sorted(p.name for p in maps.iterdir())
     assert files == sorted(f"prob_{c}.mrc" for c in CLASSES)
@@ -222,6 +222,7 @@ def test_cli_detect_writes_probability_maps(sim, tiny_checkpoint, tmp_path, caps
     (["--out", "p.pdf"], "p.pdf"),
     (["--out", "p.txt", "--threshold", "1bxn"], "CLASS=SCORE"),
     (["--out", "p.txt", "--slab", "50", "20"], "--slab"),
+    (["--out", "p.txt", "--test-time-flips", "9"], "test_time_flips must be an integer in [1, 8]"),
 ])
 def test_cli_detect_rejects_bad_input_before_any_work(sim, tiny_checkpoint, tmp_path, capsys,
                                                       argv, message, monkeypatch):

@@ -310,8 +310,12 @@ def test_detect_widget_on_a_dataset_folder(viewer, qtbot, dataset, checkpoint, n
     assert widget.input_kind() == SOURCE_FILE
     assert "64 × 64 × 32 voxels" in widget.input_info.text()
     widget.patch_spin.setValue(32)
+    widget.flips_spin.setValue(2)
+    assert widget.request().settings()["test_time_flips"] == 2
     assert widget.start_detection() is True
     assert not notes["error"], notes
+    assert widget.last_output.params.test_time_flips == 2
+    assert widget.last_output.result.particles.metadata["test_time_flips"] == 2
     points = viewer.layers["predictions: sim"]
     np.testing.assert_allclose(points.scale, (1.0, 1.0, 1.0))
     np.testing.assert_allclose(points.translate, (0.0, 0.0, 0.0))

@@ -4,8 +4,8 @@ Usage::
 
     napari-shrec detect TOMOGRAM --out PARTICLES [--model MODEL.pt] [--slab Z0 Z1]
         [--min-score S] [--threshold CLASS=S ...] [--overlap F] [--peak-method maxpool|components]
-        [--patch N] [--device auto|cpu|cuda|mps] [--max-memory MB] [--maps-dir DIR] [--score]
-        [--overwrite]
+        [--patch N] [--test-time-flips N] [--device auto|cpu|cuda|mps] [--max-memory MB]
+        [--maps-dir DIR] [--score] [--overwrite]
 
 TOMOGRAM is an MRC file, an OME-Zarr folder (``.zarr``/``.ome.zarr``, read lazily, full
 resolution) or a dataset folder (its reconstruction.mrc, searched over the sample slab, with
@@ -69,6 +69,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--patch", type=int, default=None,
                    help="cubic patch edge (multiple of 2**depth; default the model's)")
     p.add_argument("--batch-size", type=int, default=None, help="patches per forward pass")
+    p.add_argument("--test-time-flips", type=int, default=None, metavar="N",
+                   help="average the network over N wedge-preserving flips of each patch (1: "
+                   "off … 8; inference time × N; default the model's)")
     p.add_argument("--device", default="auto", help="auto (CUDA → MPS → CPU), cpu, cuda, mps")
     p.add_argument("--max-memory", type=float, default=None, metavar="MB",
                    help="memory (MiB) for probability maps and peak finding (default 2048, "
@@ -117,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         merged = dict(changes.get("class_thresholds", params.class_thresholds) or {})
         merged.update(own)
         changes["class_thresholds"] = merged
-    for name in ("overlap", "blend", "peak_method", "batch_size", "max_memory"):
+    for name in ("overlap", "blend", "peak_method", "batch_size", "max_memory",
+                 "test_time_flips"):
         value = getattr(args, name)
         if value is not None:
             changes["max_memory_mb" if name == "max_memory" else name] = value

@@ -72,7 +72,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._workers import TaskRunner
-from ..core.detect import PEAK_METHODS
+from ..core.detect import PEAK_METHODS, TEST_TIME_FLIPS
 from ..core.progress import Cancelled, CancelToken, ProgressCallback
 from ..settings import settings_or_defaults
 from ._common import float_spin, int_spin, report_error, show_layer
@@ -244,6 +244,8 @@ class DetectRequest:
         device: "auto", "cpu", "cuda", "mps".
         use_tuned: the model's tuned per-class thresholds (else ``min_score`` for every class).
         min_score, overlap, peak_method: detection parameters.
+        test_time_flips: flipped copies of each patch the network's output is averaged over
+            (1: off; :attr:`~napari_shrec.core.detect.DetectParams.test_time_flips`).
         patch: cubic patch edge (None: the model's).
         keep_maps: return the probability maps.
         score: score the picks against the dataset's ground truth.
@@ -266,6 +268,7 @@ class DetectRequest:
     min_score: float = 0.5
     overlap: float = 0.25
     peak_method: str = "maxpool"
+    test_time_flips: int = 1
     patch: int | None = None
     keep_maps: bool = False
     score: bool = False
@@ -280,8 +283,8 @@ class DetectRequest:
             "model": str(self.model_path) if self.model_path else "shipped",
             "device": self.device, "use_tuned_thresholds": self.use_tuned,
             "min_score": self.min_score, "overlap": self.overlap,
-            "peak_method": self.peak_method, "patch": self.patch,
-            "keep_probability_maps": self.keep_maps, "score": self.score,
+            "peak_method": self.peak_method, "test_time_flips": self.test_time_flips,
+            "patch": self.patch, "keep_probability_maps": self.keep_maps, "score": self.score,
         }
 
 
@@ -406,6 +409,7 @@ def run_detection(
     params = model.detect_params()
     changes: dict[str, Any] = {"overlap": float(request.overlap),
                                "peak_method": request.peak_method,
+                               "test_time_flips": int(request.test_time_flips),
                                "keep_probability_maps": bool(request.keep_maps)}
     if not request.use_tuned:
         changes.update(min_score=float(request.min_score), class_thresholds=None)
@@ -624,6 +628,9 @@ class DetectWidget(QWidget):
         self.peak_combo.setToolTip("maxpool: smoothed maxima with ball non-maximum suppression "
                                    "(default); components: connected components above the "
                                    "threshold")
+        self.flips_spin = int_spin(1, len(TEST_TIME_FLIPS), 1, "Average the network over this "
+                                   "many flipped copies of each patch (wedge-preserving flips; "
+                                   "1: off). Inference time grows by the same factor", "×")
         self.patch_spin = int_spin(0, 512, 0, "Cubic patch edge (voxels), a multiple of the "
                                    "model's 2^depth; 0: the model's own", " vox")
         self.patch_spin.setSingleStep(8)
@@ -644,6 +651,7 @@ class DetectWidget(QWidget):
         params_form.addRow("Min score", self.min_score_spin)
         params_form.addRow("Overlap", self.overlap_spin)
         params_form.addRow("Peak method", self.peak_combo)
+        params_form.addRow("Test-time flips", self.flips_spin)
         params_form.addRow("Patch edge", self.patch_spin)
         params_form.addRow("Device", self.device_combo)
         params_form.addRow("", self.maps_check)
@@ -1032,6 +1040,7 @@ class DetectWidget(QWidget):
             params = model.detect_params()
             self.overlap_spin.setValue(float(params.overlap))
             self.peak_combo.setCurrentText(params.peak_method)
+            self.flips_spin.setValue(int(params.test_time_flips))
             self.min_score_spin.setValue(float(params.min_score))
             self._inspected_model_key = key
         self.model_info.setText(summary)
@@ -1078,7 +1087,8 @@ class DetectWidget(QWidget):
             device=device, use_tuned=self.tuned_check.isChecked(),
             min_score=float(self.min_score_spin.value()),
             overlap=float(self.overlap_spin.value()),
-            peak_method=self.peak_combo.currentText(), patch=patch or None,
+            peak_method=self.peak_combo.currentText(),
+            test_time_flips=int(self.flips_spin.value()), patch=patch or None,
             keep_maps=self.maps_check.isChecked(),
             score=self.score_check.isChecked() and spec["dataset"] is not None,
             metadata=dict(spec.get("metadata") or {}))
