@@ -21,8 +21,9 @@ Stages (``--stage``, default ``all``):
   48³ patches, cross-entropy + Dice, AdamW with a cosine schedule; validation (loc F1, mean
   class F1 with the project's scorer) on a y–x crop of the validation tomogram every few
   epochs. Checkpoints: ``WORK/model.pt`` (last, resumable) and ``WORK/model.best.pt``.
-- ``tune``: detect on the whole validation tomogram with a low ``min_score`` and tune one
-  threshold per class (:func:`~napari_shrec.core.detect.tune_class_thresholds`).
+- ``tune``: detect on the whole validation tomogram with a low ``min_score`` (and
+  ``--test-time-flips``) and tune one threshold per class
+  (:func:`~napari_shrec.core.detect.tune_class_thresholds`).
 - ``export``: the best checkpoint without optimiser state, float16 weights, with the patch size
   and the tuned detection parameters, to ``--ship`` (default the package's model).
 - ``evaluate``: detect on the test tomogram with the exported model and score it in ``native``
@@ -160,13 +161,15 @@ def stage_tune(args, roles, work: Path) -> None:
         _log("tune: done earlier")
         return
     model = load_model(work / "model.best.pt", device=args.device)
-    params = model.detect_params(min_score=args.tune_min_score)
+    params = model.detect_params(min_score=args.tune_min_score,
+                                 test_time_flips=args.test_time_flips)
     ds, particles, result, elapsed = _detect_folder(model, roles["validation"][0], params)
     gt = scoring_ground_truth(ds)
     thresholds = tune_class_thresholds(particles, gt.particles, gt.occupancy_mask,
                                        model.class_names, class_table=gt.class_table,
                                        floor=args.tune_min_score)
     record = {"validation": str(roles["validation"][0]), "min_score": args.tune_min_score,
+              "test_time_flips": args.test_time_flips,
               "thresholds": thresholds, "candidates": len(particles),
               "detect_time_s": elapsed}
     write_text_atomic(out, json.dumps(record, indent=1) + "\n", overwrite=True)
@@ -181,7 +184,8 @@ def stage_export(args, roles, work: Path) -> None:
     ship = Path(args.ship)
     tuned = json.loads((work / "thresholds.json").read_text(encoding="utf-8"))
     best = load_checkpoint(work / "model.best.pt")
-    params = DetectParams(min_score=tuned["min_score"], class_thresholds=tuned["thresholds"])
+    params = DetectParams(min_score=tuned["min_score"], class_thresholds=tuned["thresholds"],
+                          test_time_flips=int(tuned.get("test_time_flips", 1)))
     provenance = dict(best.provenance)
     provenance["recipe"] = ("scripts/make_training_set.py --tomograms 6 --validation 1; "
                             "scripts/train_default_model.py")
@@ -258,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate-snr", type=float, action="append", default=[],
                         help="also evaluate on the test model re-noised at this SNR")
     parser.add_argument("--tune-min-score", type=float, default=0.1)
+    parser.add_argument("--test-time-flips", type=int, default=1,
+                        help="flips averaged at detection: used to tune the thresholds and "
+                        "stored with the exported model (1: off)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
