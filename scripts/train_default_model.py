@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ship", type=Path, default=DEFAULT_SHIP)
     parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
     parser.add_argument("--redo", choices=STAGES, action="append", default=[])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=75)
     parser.add_argument("--steps", type=int, default=300, help="steps per epoch")
     parser.add_argument("--patch", type=int, default=48)
     parser.add_argument("--batch", type=int, default=2)
