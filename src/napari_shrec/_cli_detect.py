@@ -173,31 +173,14 @@ def write_picks(out: Path, particles, class_names, z_offset: int, overwrite: boo
 
 def _open_tomogram(path: Path, slab: list[int] | None):
     """(volume, slab_z, z offset of the grandmodel frame, dataset or None)."""
-    from .io.dataset import is_dataset_folder, load_dataset
-    from .io.mrc import read_mrc
-    from .io.zarr import is_ome_zarr, open_ome_zarr
+    from .io.tomogram import open_tomogram
 
-    if path.is_dir() and is_ome_zarr(path):
-        volume = open_ome_zarr(path)  # lazy: read block by block
-    elif path.is_dir():
-        if not is_dataset_folder(path):
-            raise FileNotFoundError(f"{path}: neither an OME-Zarr image nor a dataset folder (no "
-                                    "reconstruction.mrc and particle_locations.txt); give a "
-                                    "tomogram MRC file or OME-Zarr folder")
-        ds = load_dataset(path)
-        if not ds.has("reconstruction"):
-            raise FileNotFoundError(f"{path}: no reconstruction.mrc; run 'napari-shrec "
-                                    f"reconstruct {path}' first")
-        volume = ds.read_volume("reconstruction")
-        z0 = int(ds.grandmodel_z_offset)
-        grand = next((ds.headers[n]["shape_zyx"] for n in ("class_mask", "occupancy_mask",
-                                                           "grandmodel") if ds.has(n)), None)
-        default_slab = (z0, z0 + int(grand[0])) if grand is not None else None
-        return volume, tuple(slab) if slab else default_slab, z0, ds
-    elif not path.is_file():
-        raise FileNotFoundError(f"no such tomogram: {path}")
-    else:
-        volume = read_mrc(path)
+    opened = open_tomogram(path, reconstruct_hint=f"run 'napari-shrec reconstruct {path}' first")
+    volume = opened.volume
+    if opened.dataset is not None:
+        z0, nz = opened.z_offset, opened.grandmodel_nz
+        default_slab = (z0, z0 + nz) if nz is not None else None
+        return volume, tuple(slab) if slab else default_slab, z0, opened.dataset
     if slab is not None and not 0 <= slab[0] < slab[1] <= volume.shape[0]:
         raise ValueError(f"--slab {slab[0]} {slab[1]} is not inside the tomogram's "
                          f"{volume.shape[0]} z slices ({path})")

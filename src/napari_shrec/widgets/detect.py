@@ -324,31 +324,15 @@ class DetectOutput:
 
 def _open_path(path: Path) -> tuple[Any, float, tuple[int, int] | None, int, Path | None]:
     """(volume data, voxel size nm, slab, z offset, dataset folder) of a file or folder."""
-    from ..io.dataset import is_dataset_folder, load_dataset
-    from ..io.mrc import read_mrc
-    from ..io.zarr import is_ome_zarr, open_ome_zarr
+    from ..io.tomogram import open_tomogram
 
-    if path.is_dir() and is_ome_zarr(path):
-        volume = open_ome_zarr(path)  # lazy: detection reads it block by block
+    opened = open_tomogram(path, reconstruct_hint="reconstruct it first (Reconstruct widget)")
+    volume, ds = opened.volume, opened.dataset
+    if ds is None:
         return volume.data, float(np.mean(volume.voxel_size_nm)), None, 0, None
-    if path.is_dir():
-        if not is_dataset_folder(path):
-            raise FileNotFoundError(f"{path}: neither an OME-Zarr image nor a dataset folder "
-                                    "(no reconstruction.mrc and particle_locations.txt); "
-                                    "choose a tomogram MRC file or OME-Zarr folder")
-        ds = load_dataset(path)
-        if not ds.has("reconstruction"):
-            raise FileNotFoundError(f"{path}: no reconstruction.mrc; reconstruct it first "
-                                    "(Reconstruct widget)")
-        volume = ds.read_volume("reconstruction")
-        z0 = int(ds.grandmodel_z_offset)
-        nz = _grandmodel_nz(ds)
-        slab = (z0, z0 + nz) if nz is not None and z0 + nz <= volume.shape[0] else None
-        return volume.data, float(ds.voxel_size_nm), slab, z0, Path(ds.folder)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such tomogram: {path}")
-    volume = read_mrc(path)
-    return volume.data, float(np.mean(volume.voxel_size_nm)), None, 0, None
+    z0, nz = opened.z_offset, opened.grandmodel_nz
+    slab = (z0, z0 + nz) if nz is not None and z0 + nz <= volume.shape[0] else None
+    return volume.data, float(ds.voxel_size_nm), slab, z0, Path(ds.folder)
 
 
 def _score(particles: Any, folder: Path, z_offset: int, name: str,
