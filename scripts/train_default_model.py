@@ -8,7 +8,7 @@ The whole recipe, from nothing to ``src/napari_shrec/models/shrec2020_unet.pt``:
     # 2. train (resumable: run it again to continue), tune thresholds on validation, export,
     #    evaluate on the test tomogram
     python scripts/train_default_model.py --set DATA --work WORK \
-        --extra-snr 0.002 --extra-snr 0.01 --evaluate-snr 0.004
+        --extra-snr 0.002 --extra-snr 0.01 --tune-snr 0.004 --evaluate-snr 0.004
 
 Stages (``--stage``, default ``all``):
 
@@ -23,9 +23,13 @@ Stages (``--stage``, default ``all``):
   epochs. Checkpoints: ``WORK/model.pt`` (last, resumable) and ``WORK/model.best.pt``.
 - ``tune``: detect on the whole validation tomogram with a low ``min_score`` (and
   ``--test-time-flips``) and tune one threshold per class
-  (:func:`~napari_shrec.core.detect.tune_class_thresholds`).
-- ``export``: the best checkpoint without optimiser state, float16 weights, with the patch size
-  and the tuned detection parameters, to ``--ship`` (default the package's model).
+  (:func:`~napari_shrec.core.detect.tune_class_thresholds`); fit the candidate rescorer on the
+  same candidates (:func:`~napari_shrec.core.rescore.tune_rescorer`, ``--rescorer-c``) and tune
+  the thresholds of its scores. With ``--tune-snr S`` the validation model re-noised at S is
+  used too (thresholds: the mean over the volumes; the rescorer: fitted on all candidates).
+- ``export``: the best checkpoint without optimiser state, float16 weights, with the patch size,
+  the rescorer and the tuned detection parameters (with and without the rescorer), to
+  ``--ship`` (default the package's model).
 - ``evaluate``: detect on the test tomogram with the exported model and score it in ``native``
   mode; ``WORK/test_score.json`` and ``WORK/test_report.txt``.
 
@@ -132,7 +136,7 @@ def stage_train(args: argparse.Namespace, roles: dict[str, list[Path]], work: Pa
     _log(f"train: best epoch {result.best_epoch} → {result.best_checkpoint}")
 
 
-def _detect_folder(model, folder: Path, params):
+def _detect_folder(model, folder: Path, params, **kwargs):
     from napari_shrec.core.pretrained import detect_with_model
     from napari_shrec.io.dataset import load_dataset
 
@@ -142,7 +146,7 @@ def _detect_folder(model, folder: Path, params):
     nz = ds.headers["class_mask"]["shape_zyx"][0] if ds.has("class_mask") else recon.shape[0]
     start = time.perf_counter()
     result = detect_with_model(recon, model, params, slab_z=(z0, z0 + nz),
-                               voxel_size_nm=ds.voxel_size_nm)
+                               voxel_size_nm=ds.voxel_size_nm, **kwargs)
     elapsed = time.perf_counter() - start
     # reconstruction frame → grandmodel frame (the ground truth's)
     particles = result.particles.copy()
@@ -153,6 +157,7 @@ def _detect_folder(model, folder: Path, params):
 def stage_tune(args, roles, work: Path) -> None:
     from napari_shrec.core.detect import tune_class_thresholds
     from napari_shrec.core.pretrained import load_model
+    from napari_shrec.core.rescore import DEFAULT_RADII_VOX, tune_rescorer
     from napari_shrec.io._atomic import write_text_atomic
     from napari_shrec.io.dataset import scoring_ground_truth
 
@@ -161,20 +166,36 @@ def stage_tune(args, roles, work: Path) -> None:
         _log("tune: done earlier")
         return
     model = load_model(work / "model.best.pt", device=args.device)
-    params = model.detect_params(min_score=args.tune_min_score,
+    params = model.detect_params(min_score=args.tune_min_score, class_thresholds=None,
                                  test_time_flips=args.test_time_flips)
-    ds, particles, result, elapsed = _detect_folder(model, roles["validation"][0], params)
-    gt = scoring_ground_truth(ds)
-    thresholds = tune_class_thresholds(particles, gt.particles, gt.occupancy_mask,
-                                       model.class_names, class_table=gt.class_table,
-                                       floor=args.tune_min_score)
-    record = {"validation": str(roles["validation"][0]), "min_score": args.tune_min_score,
+    folders = [roles["validation"][0]] + [renoised(roles["validation"], args.set, snr)[0]
+                                          for snr in args.tune_snr]
+    volumes, per_volume, elapsed = [], [], 0.0
+    for folder in folders:
+        ds, particles, result, seconds = _detect_folder(
+            model, folder, params, rescore=False, feature_radii_vox=DEFAULT_RADII_VOX)
+        gt = scoring_ground_truth(ds)
+        per_volume.append(tune_class_thresholds(
+            particles, gt.particles, gt.occupancy_mask, model.class_names,
+            class_table=gt.class_table, floor=args.tune_min_score))
+        volumes.append((particles, result.features, gt))
+        elapsed += seconds
+        _log(f"tune: {len(particles)} candidates on {folder} in {seconds:.0f} s")
+    names = [k for k in per_volume[0]]
+    thresholds = {k: float(sum(t[k] for t in per_volume if k in t)
+                           / sum(k in t for t in per_volume)) for k in names}
+    tuning = tune_rescorer(volumes, model.class_names, regularization=args.rescorer_c,
+                           fitted_on={"volumes": [str(f) for f in folders]})
+    record = {"validation": [str(f) for f in folders], "min_score": args.tune_min_score,
               "test_time_flips": args.test_time_flips,
-              "thresholds": thresholds, "candidates": len(particles),
-              "detect_time_s": elapsed}
+              "thresholds": thresholds, "rescored_thresholds": tuning.thresholds,
+              "rescorer": tuning.rescorer.to_dict(),
+              "candidates": [len(v[0]) for v in volumes], "detect_time_s": elapsed}
     write_text_atomic(out, json.dumps(record, indent=1) + "\n", overwrite=True)
-    _log(f"tune: {len(particles)} candidates in {elapsed:.0f} s; thresholds "
-         + ", ".join(f"{k} {v:.2f}" for k, v in thresholds.items()))
+    _log("tune: peak thresholds "
+         + ", ".join(f"{k} {v:.2f}" for k, v in thresholds.items())
+         + "; rescored thresholds "
+         + ", ".join(f"{k} {v:.2f}" for k, v in tuning.thresholds.items()))
 
 
 def stage_export(args, roles, work: Path) -> None:
@@ -184,14 +205,17 @@ def stage_export(args, roles, work: Path) -> None:
     ship = Path(args.ship)
     tuned = json.loads((work / "thresholds.json").read_text(encoding="utf-8"))
     best = load_checkpoint(work / "model.best.pt")
-    params = DetectParams(min_score=tuned["min_score"], class_thresholds=tuned["thresholds"],
-                          test_time_flips=int(tuned.get("test_time_flips", 1)))
+    flips = int(tuned.get("test_time_flips", 1))
+    peak_params = DetectParams(min_score=tuned["min_score"],
+                               class_thresholds=tuned["thresholds"], test_time_flips=flips)
+    params = peak_params.replace(class_thresholds=tuned["rescored_thresholds"])
     provenance = dict(best.provenance)
     provenance["recipe"] = ("scripts/make_training_set.py --tomograms 6 --validation 1; "
                             "scripts/train_default_model.py")
     provenance["best_epoch"] = best.epoch
     detection = {"patch_size": list(best.patch_size), "params": params.to_dict(),
-                 "tuned_on": tuned["validation"]}
+                 "params_without_rescorer": peak_params.to_dict(),
+                 "rescorer": tuned["rescorer"], "tuned_on": tuned["validation"]}
     history = [{k: v for k, v in r.items() if k != "step_losses"} for r in best.history]
     save_checkpoint(ship, best.model, best.config, class_names=best.class_names,
                     normalization=best.normalization, provenance=provenance,
@@ -262,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate-snr", type=float, action="append", default=[],
                         help="also evaluate on the test model re-noised at this SNR")
     parser.add_argument("--tune-min-score", type=float, default=0.1)
+    parser.add_argument("--tune-snr", type=float, action="append", default=[],
+                        help="also tune thresholds and fit the rescorer on the validation model "
+                        "re-noised at this SNR (repeatable)")
+    parser.add_argument("--rescorer-c", type=float, default=0.1,
+                        help="inverse L2 strength of the candidate rescorer's logistic "
+                        "regression")
     parser.add_argument("--test-time-flips", type=int, default=1,
                         help="flips averaged at detection: used to tune the thresholds and "
                         "stored with the exported model (1: off)")

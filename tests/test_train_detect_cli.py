@@ -171,11 +171,18 @@ def test_cli_train_then_detect_round_trip(sim, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "epoch 2/2" in out and "validation loc F1" in out and "tuned thresholds" in out
+    # the validation candidates hit ≥ 3 particles of each of the 4 classes: a rescorer is fitted
+    assert "candidate rescorer fitted on" in out
     for path in (model, model.with_name("m.best.pt")):
         loaded = load_checkpoint(path)
         assert loaded.class_names == CLASSES and loaded.epoch in (1, 2)
         assert loaded.detection["params"]["min_score"] == 0.2
         assert loaded.detection["patch_size"] == [32, 32, 32]
+        assert loaded.rescorer is not None and loaded.rescorer.class_names == CLASSES
+        assert loaded.rescorer.fitted_on["volumes"] == [str(sim)]
+        assert loaded.detect_params(rescore=False).min_score == 0.2
+        assert set(loaded.detection["params_without_rescorer"]["class_thresholds"]) <= set(
+            CLASSES)
     # without --overwrite the checkpoint is never replaced
     assert main(argv) == 2
     assert "exists" in capsys.readouterr().err

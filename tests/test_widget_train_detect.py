@@ -380,3 +380,37 @@ def test_use_checkpoint_in_detect_without_open_widgets(tmp_path, no_offer):
     assert detect_module.offered_checkpoint() is None
     assert use_checkpoint_in_detect(tmp_path / "m.pt") >= 0
     assert detect_module.offered_checkpoint() == tmp_path / "m.pt"
+
+
+def test_detect_widget_offers_the_models_rescorer(viewer, qtbot, dataset, checkpoint, notes,
+                                                  no_offer, tmp_path):
+    from napari_shrec.core.detect import DetectParams
+    from napari_shrec.core.nets.checkpoint import load_checkpoint
+    from napari_shrec.core.rescore import CandidateRescorer
+    from napari_shrec.core.train import store_detection_settings
+
+    widget = _detect_widget(viewer, qtbot, checkpoint)
+    widget.inspect_model()
+    assert not widget.rescore_check.isEnabled() and not widget.rescore_check.isChecked()
+    names = load_checkpoint(checkpoint).class_names
+    rows = len(names) + 1
+    rescorer = CandidateRescorer(class_names=names, radii_vox=(1.0,),
+                                 coef=np.eye(rows) * 10.0, intercept=np.zeros(rows))
+    with_rescorer = store_detection_settings(
+        checkpoint, DetectParams(min_score=0.3), rescorer=rescorer,
+        params_without_rescorer=DetectParams(min_score=0.3), out=tmp_path / "rescored.pt")
+    widget.set_model_path(with_rescorer)
+    assert "candidate rescorer" in widget.inspect_model()
+    assert widget.rescore_check.isEnabled() and widget.rescore_check.isChecked()
+    widget.set_path(dataset)
+    widget.patch_spin.setValue(32)
+    assert widget.request().settings()["rescore"] is True
+    assert widget.start_detection() is True
+    assert not notes["error"], notes
+    particles = widget.last_output.result.particles
+    assert particles.metadata["rescored"] is True and "peak_score" in particles.table
+    assert "peak_score" in viewer.layers["predictions: sim"].features
+    widget.rescore_check.setChecked(False)
+    assert widget.start_detection() is True
+    particles = widget.last_output.result.particles
+    assert particles.metadata["rescored"] is False and "peak_score" not in particles.table

@@ -61,6 +61,9 @@ def add_parser(subparsers: Any) -> None:
                    help="one score threshold for every class (replaces the model's tuned ones)")
     p.add_argument("--threshold", action="append", default=[], metavar="CLASS=S",
                    help="threshold of one class (repeatable)")
+    p.add_argument("--no-rescore", action="store_true",
+                   help="keep the classes and scores of the probability maps' peaks instead of "
+                   "the model's candidate rescorer (and the thresholds tuned for the peaks)")
     p.add_argument("--overlap", type=float, default=None,
                    help="patch overlap fraction (default 0.25; 0.5 on a GPU is worth it)")
     p.add_argument("--blend", choices=BLENDS, default=None)
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     check_overwrite(args.out, args.overwrite)
     volume, slab, z_offset, dataset = _open_tomogram(args.tomogram, args.slab)
     model = load_model(args.model, device=args.device)
-    params = model.detect_params()
+    params = model.detect_params(rescore=not args.no_rescore)
     changes: dict[str, Any] = {}
     if args.min_score is not None:
         changes.update(min_score=args.min_score, class_thresholds=None)
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         result = detect_with_model(volume, model, params, slab_z=slab, patch_size=patch,
-                                   progress=progress)
+                                   rescore=not args.no_rescore, progress=progress)
     finally:
         close()
     elapsed = time.perf_counter() - start

@@ -207,7 +207,13 @@ def run(args: argparse.Namespace) -> int:
         names = [str(v) for v in args.val]
         for path in {result.checkpoint, result.best_checkpoint}:
             store_detection_settings(path, tuned["params"], patch_size=params.patch_size,
-                                     tuned_on=names)
+                                     tuned_on=names, rescorer=tuned["rescorer"],
+                                     params_without_rescorer=tuned["params_without_rescorer"])
         thresholds = tuned["params"].class_thresholds or {}
         print("tuned thresholds: " + ", ".join(f"{k} {v:.2f}" for k, v in thresholds.items()))
+        if tuned["rescorer"] is not None:
+            print(f"candidate rescorer fitted on {tuned['rescorer'].fitted_on['n_candidates']} "
+                  "validation candidates (the thresholds above are on its scores)")
+        elif tuned["rescorer_note"]:
+            print(f"no candidate rescorer: {tuned['rescorer_note']}")
     return 0

@@ -86,6 +86,7 @@ from .peaks import (
     extract_peaks,
 )
 from .progress import CancelToken, ProgressCallback, ProgressReporter
+from .rescore import CandidateRescorer, neighbourhood_features
 from .volume import Volume
 
 __all__ = [
@@ -312,6 +313,9 @@ class DetectionResult:
         slab_z: the searched z range (start, stop), voxels.
         n_patches: predictor patches run.
         output_stride: the predictor's stride.
+        features: (n, F) float32 neighbourhood features of the particles' rows
+            (:func:`~napari_shrec.core.rescore.neighbourhood_features`) when a rescorer or
+            ``feature_radii_vox`` was given, else None.
     """
 
     particles: ParticleList
@@ -323,6 +327,7 @@ class DetectionResult:
     n_patches: int = 0
     output_stride: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
+    features: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- geometry helpers
@@ -622,6 +627,8 @@ def detect(
     voxel_size_nm: float = 1.0,
     slab_z: tuple[int, int] | None = None,
     class_table: ClassTable | None = None,
+    rescorer: CandidateRescorer | None = None,
+    feature_radii_vox: Sequence[float] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> DetectionResult:
@@ -640,6 +647,12 @@ def detect(
         voxel_size_nm: voxel edge of the tomogram (nm): class radii (nm) → voxels.
         slab_z: (z_start, z_stop), half-open voxel range holding the sample; None = all.
         class_table: where class radii come from (default SHREC'21 table = SHREC'20 + extras).
+        rescorer: a :class:`~napari_shrec.core.rescore.CandidateRescorer` of these classes:
+            every candidate (peaks above ``min_score``, de-duplicated across classes) gets the
+            rescorer's class and score (1 - P(background)), and ``class_thresholds`` then apply
+            to that score; the peak value is kept as the ``peak_score`` column.
+        feature_radii_vox: without a rescorer, compute the candidates' neighbourhood features
+            at these radii (tomogram voxels) into ``DetectionResult.features`` (to fit one).
         progress: ``progress(done, total, message)``: one step per patch run, per class and
             block.
         cancel: :class:`CancelToken`, checked between patches and classes.
@@ -685,6 +698,7 @@ def detect(
                for g, po, qs in zip(grid, patch_out, positions_out)]
     table = class_table if class_table is not None else SHREC21_TABLE
     settings = _peak_settings(names, params, float(voxel_size_nm), stride, table)
+    radii = _feature_radii(names, rescorer, feature_radii_vox)
     fixed = params.map_dtype == "float16"
 
     # one piece, or blocks (module notes): maps cost map_bytes per voxel, peaks 5 per thread
@@ -727,6 +741,7 @@ def detect(
     step = params.batch_size if batch else 1
     acc_dtype = np.uint16 if fixed else np.float32
     found: list[Peaks] = []
+    found_features: list[np.ndarray] = []
     n_peaks = 0
     acc = np.zeros((n_channels, *out_shape), dtype=acc_dtype) if not blocks else None
     runs_done = 0
@@ -800,15 +815,21 @@ def detect(
                                   min_voxels=settings.min_voxels, support_radii=settings.support,
                                   threads=peak_threads, progress=forward, cancel=cancel)
             n_peaks += len(peaks)
-            peaks = _in_core(peaks, settings, core, origin)
+            peaks = _in_core(peaks, settings, core, origin, rescoring=radii is not None)
             found.append(peaks)
+            if radii is not None:
+                local = peaks.coords_zyx - np.asarray(origin, dtype=np.float64)
+                found_features.append(neighbourhood_features(acc, local,
+                                                             [r / stride for r in radii]))
             timings["peaks"] += time.perf_counter() - t0
             reporter.done = base + peak_steps - 1
             reporter.advance(f"peaks of block {len(found)}/{len(blocks)}")
 
-    particles, dedup_s = _particles_from_peaks(
+    particles, features, dedup_s = _particles_from_peaks(
         Peaks.concat(found), names, params, settings, voxel_size_nm=float(voxel_size_nm),
-        stride=stride, z_offset=z0, shape_zyx=region, table=table, n_peaks=n_peaks)
+        stride=stride, z_offset=z0, shape_zyx=region, table=table, n_peaks=n_peaks,
+        features=np.concatenate(found_features) if radii is not None else None,
+        rescorer=rescorer)
     timings["deduplication"] = dedup_s
     maps = None
     if params.keep_probability_maps:
@@ -828,15 +849,18 @@ def detect(
                               **info)
     return DetectionResult(particles=particles, probability_maps=maps, timings_s=timings,
                            params=params, class_names=names, slab_z=(z0, z1),
-                           n_patches=n_patches, output_stride=stride, metadata=info)
+                           n_patches=n_patches, output_stride=stride, metadata=info,
+                           features=features)
 
 
 def _in_core(peaks: Peaks, settings: _PeakSettings, core: tuple[tuple[int, int], ...],
-             origin: Sequence[int]) -> Peaks:
+             origin: Sequence[int], *, rescoring: bool = False) -> Peaks:
     """The peaks of a block (block map voxels) that reach their class threshold and lie in
-    its core, moved into the map's frame."""
-    keep = peaks.scores >= np.asarray(settings.thresholds)[peaks.class_index - 1] \
-        if len(peaks) else np.zeros(0, dtype=bool)
+    its core, moved into the map's frame. With ``rescoring`` every peak the maps gave (all
+    reach ``min_score``) stays: the class thresholds apply to the rescored scores."""
+    limits = np.asarray(settings.thresholds)[peaks.class_index - 1] if not rescoring \
+        else np.zeros(len(peaks))
+    keep = peaks.scores >= limits if len(peaks) else np.zeros(0, dtype=bool)
     peaks = peaks.subset(keep)
     coords = peaks.coords_zyx + np.asarray(origin, dtype=np.float64)
     inside = np.ones(len(peaks), dtype=bool)
@@ -855,6 +879,7 @@ def particles_from_maps(
     z_offset: int = 0,
     shape_zyx: tuple[int, int, int] | None = None,
     class_table: ClassTable | None = None,
+    rescorer: CandidateRescorer | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> tuple[ParticleList, dict[str, float]]:
@@ -869,6 +894,7 @@ def particles_from_maps(
         z_offset: tomogram z of the maps' first slice (the slab start), voxels.
         shape_zyx: full-resolution size of the region the maps cover (default: the maps'
             shape × stride); positions are clipped into it.
+        rescorer: as in :func:`detect`.
 
     Returns:
         ``(particles, timings)``: the detections (tomogram voxels x, y, z, sorted by decreasing
@@ -885,26 +911,58 @@ def particles_from_maps(
                           min_voxels=settings.min_voxels, support_radii=settings.support,
                           threads=params.threads, progress=progress, cancel=cancel)
     n_peaks = len(peaks)
-    peaks = _in_core(peaks, settings, tuple((0, n) for n in maps.shape[1:]), (0, 0, 0))
+    radii = _feature_radii(names, rescorer, None)
+    peaks = _in_core(peaks, settings, tuple((0, n) for n in maps.shape[1:]), (0, 0, 0),
+                     rescoring=radii is not None)
+    features = None if radii is None else \
+        neighbourhood_features(maps, peaks.coords_zyx, [r / stride for r in radii])
     t1 = time.perf_counter()
     region = shape_zyx if shape_zyx is not None else tuple(n * stride for n in maps.shape[1:])
-    particles, dedup_s = _particles_from_peaks(
+    particles, _, dedup_s = _particles_from_peaks(
         peaks, names, params, settings, voxel_size_nm=float(voxel_size_nm), stride=stride,
-        z_offset=z_offset, shape_zyx=region, table=table, n_peaks=n_peaks)
+        z_offset=z_offset, shape_zyx=region, table=table, n_peaks=n_peaks, features=features,
+        rescorer=rescorer)
     return particles, {"peaks": t1 - t0, "deduplication": dedup_s}
+
+
+def _feature_radii(names: Sequence[str], rescorer: CandidateRescorer | None,
+                   feature_radii_vox: Sequence[float] | None) -> tuple[float, ...] | None:
+    """The radii (tomogram voxels) of the candidates' features, or None for none."""
+    if rescorer is not None:
+        want = [normalize_class_name(n) for n in names]
+        if [normalize_class_name(n) for n in rescorer.class_names] != want:
+            raise ValueError(f"the rescorer's classes {list(rescorer.class_names)} differ from "
+                             f"the detector's {list(names)}")
+        if feature_radii_vox is not None and \
+                tuple(float(r) for r in feature_radii_vox) != rescorer.radii_vox:
+            raise ValueError("feature_radii_vox must be None or the rescorer's radii "
+                             f"{rescorer.radii_vox}")
+        return rescorer.radii_vox
+    if feature_radii_vox is None:
+        return None
+    radii = tuple(float(r) for r in feature_radii_vox)
+    if not radii or any(not math.isfinite(r) or r < 0 for r in radii):
+        raise ValueError(f"feature_radii_vox must be radii ≥ 0 (voxels), got {radii}")
+    return radii
 
 
 def _particles_from_peaks(peaks: Peaks, names: Sequence[str], params: DetectParams,
                           settings: _PeakSettings, *, voxel_size_nm: float, stride: int,
                           z_offset: int, shape_zyx: Sequence[int], table: ClassTable,
-                          n_peaks: int) -> tuple[ParticleList, float]:
+                          n_peaks: int, features: np.ndarray | None = None,
+                          rescorer: CandidateRescorer | None = None
+                          ) -> tuple[ParticleList, np.ndarray | None, float]:
     """Thresholded peaks (map voxels of the searched region) → the sorted, de-duplicated
-    particle list (tomogram voxels) and the seconds the de-duplication took."""
+    particle list (tomogram voxels), the features of its rows (when ``features`` holds one
+    row per peak) and the seconds the de-duplication took. With a ``rescorer`` the survivors
+    of the de-duplication take its classes and scores, then the class thresholds apply."""
     t0 = time.perf_counter()
     # a fixed order (class, then z, y, x) whatever the blocks: ties are resolved the same way
     order = np.lexsort((peaks.coords_zyx[:, 2], peaks.coords_zyx[:, 1], peaks.coords_zyx[:, 0],
                         peaks.class_index))
     peaks = peaks.subset(order)
+    if features is not None:
+        features = features[order]
     # map voxel j → centre of the tomogram voxels it covers
     coords_zyx = peaks.coords_zyx * stride + (stride - 1) / 2.0
     region = np.asarray(shape_zyx, dtype=np.float64)
@@ -914,19 +972,32 @@ def _particles_from_peaks(peaks: Peaks, names: Sequence[str], params: DetectPara
                                       settings.radii_vox, params.cross_class_distance_fraction)
     coords_zyx = coords_zyx[keep]
     scores = peaks.scores[keep]
+    peak_scores = scores
     labels = peaks.class_index[keep] - 1
+    if features is not None:
+        features = features[keep]
+    thresholds = list(settings.thresholds)
+    if rescorer is not None and features is not None:
+        labels, scores = rescorer.rescore(features)
+        thresholds = [params.threshold_of(n) for n in names]
+        passed = scores >= np.asarray(thresholds)[labels] if len(labels) else labels > 0
+        coords_zyx, scores, labels = coords_zyx[passed], scores[passed], labels[passed]
+        peak_scores, features = peak_scores[passed], features[passed]
     order = np.lexsort((labels, -scores))
     coords_zyx, scores, labels = coords_zyx[order], scores[order], labels[order]
     out_names = [table.canonical_name(n) if n in table else normalize_class_name(n)
                  for n in names]
+    rescored = rescorer is not None and features is not None
     particles = ParticleList.from_arrays(
         [out_names[i] for i in labels], coords_zyx[:, ::-1], scores=scores,
+        extra={"peak_score": peak_scores[order]} if rescored else None,
         voxel_size_nm=voxel_size_nm,
         metadata={"source": "napari-shrec detect", "peak_method": params.peak_method,
                   "min_score": params.min_score,
-                  "thresholds": dict(zip(out_names, settings.thresholds)),
+                  "thresholds": dict(zip(out_names, thresholds)),
+                  "rescored": rescored,
                   "n_peaks": int(n_peaks), "n_before_deduplication": int(len(peaks))})
-    return particles, time.perf_counter() - t0
+    return particles, None if features is None else features[order], time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- maps

@@ -14,6 +14,7 @@ are nm.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,8 @@ def detect_with_model(
     patch_size: tuple[int, int, int] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    rescore: bool = True,
+    feature_radii_vox: Sequence[float] | None = None,
     **param_overrides: Any,
 ) -> DetectionResult:
     """Detect the particles of a tomogram with a loaded model.
@@ -89,6 +92,11 @@ def detect_with_model(
         slab_z: (z_start, z_stop) holding the sample; None: the whole tomogram.
         patch_size: (z, y, x) patch; None: the model's recommendation.
         progress, cancel: as in :func:`~napari_shrec.core.detect.detect`.
+        rescore: use the model's candidate rescorer (:attr:`LoadedModel.rescorer`) when it
+            has one; False: classes and scores are the maps' peaks (pass ``params`` from
+            ``model.detect_params(rescore=False)``, whose thresholds are on peak values).
+        feature_radii_vox: with ``rescore=False``, return the candidates' neighbourhood
+            features at these radii (to fit a rescorer; see :func:`detect`).
 
     Returns:
         :class:`~napari_shrec.core.detect.DetectionResult`; its particles' metadata records the
@@ -101,13 +109,15 @@ def detect_with_model(
         voxel_size_nm = (float(np.mean(volume_zyx.voxel_size_nm))
                          if isinstance(volume_zyx, Volume) else 1.0)
     if params is None:
-        params = model.detect_params()
+        params = model.detect_params(rescore=rescore)
     if param_overrides:
         params = params.replace(**param_overrides)
     predictor = model.predictor(patch_size=patch_size)
     predictor.prepare(_lazy(data), slab_z=slab_z)
     result = detect(data, predictor, params, class_names=model.class_names,
-                    voxel_size_nm=float(voxel_size_nm), slab_z=slab_z, progress=progress,
+                    voxel_size_nm=float(voxel_size_nm), slab_z=slab_z,
+                    rescorer=model.rescorer if rescore else None,
+                    feature_radii_vox=feature_radii_vox, progress=progress,
                     cancel=cancel)
     result.particles.metadata.update(
         model=str(model.path) if model.path else None,

@@ -1178,10 +1178,12 @@ def tune_thresholds(
     *,
     min_score: float = 0.3,
     detect_params: Any = None,
+    rescore: bool = True,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> dict[str, Any]:
-    """Per-class detection thresholds of a trained model, tuned on validation volumes.
+    """Per-class detection thresholds of a trained model, tuned on validation volumes,
+    and its candidate rescorer (:mod:`napari_shrec.core.rescore`).
 
     Each volume is searched with ``min_score`` (low, so thresholds can go below the default
     0.5), and :func:`~napari_shrec.core.detect.tune_class_thresholds` picks each class's
@@ -1193,12 +1195,18 @@ def tune_thresholds(
         val_data: volumes with ground truth, the model's classes.
         min_score: candidate threshold (and the lowest tuned threshold).
         detect_params: other detection parameters (default: the model's saved ones).
+        rescore: also fit a :class:`~napari_shrec.core.rescore.CandidateRescorer` on the
+            validation candidates and tune the thresholds of its scores.
 
     Returns:
-        {"params": DetectParams with ``min_score`` and the tuned ``class_thresholds``,
-        "per_volume": [{class: threshold}], "n_candidates": [...]}.
+        {"params": DetectParams with ``min_score`` and the tuned ``class_thresholds`` (on the
+        rescored scores when a rescorer was fitted), "params_without_rescorer": the same with
+        thresholds on the peak values, "rescorer": the rescorer or None, "rescorer_note": why
+        there is none (None when there is one or ``rescore`` is False), "per_volume":
+        [{class: threshold}] (peak values), "n_candidates": [...]}.
     """
     from .detect import detect, tune_class_thresholds
+    from .rescore import DEFAULT_RADII_VOX, tune_rescorer
 
     if tuple(val_data.class_names) != tuple(model.class_names):
         raise ValueError(f"validation classes {val_data.class_names} differ from the model's "
@@ -1209,6 +1217,7 @@ def tune_thresholds(
     predictor.normalize = False  # TrainingVolume images are normalised already
     per_volume: list[dict[str, float]] = []
     counts: list[int] = []
+    candidates: list[tuple[Any, Any, Any]] = []
     for v in val_data.volumes:
         if v.ground_truth is None:
             raise ValueError(f"{v.name}: no ground truth (occupancy mask) to tune against")
@@ -1216,24 +1225,42 @@ def tune_thresholds(
         if v.source.get("voxel_size_nm"):
             kwargs["voxel_size_nm"] = float(v.source["voxel_size_nm"])
         result = detect(v.image, predictor, candidates_params, class_names=model.class_names,
+                        feature_radii_vox=DEFAULT_RADII_VOX if rescore else None,
                         progress=progress, cancel=cancel, **kwargs)
         gt = v.ground_truth
+        candidates.append((result.particles, result.features, gt))
         per_volume.append(tune_class_thresholds(
             result, gt.particles, gt.occupancy_mask, model.class_names,
             class_table=gt.class_table, floor=float(min_score), cancel=cancel))
         counts.append(len(result.particles))
     names = sorted({k for t in per_volume for k in t})
     thresholds = {k: float(np.mean([t[k] for t in per_volume if k in t])) for k in names}
-    return {"params": base.replace(min_score=float(min_score), class_thresholds=thresholds),
-            "per_volume": per_volume, "n_candidates": counts}
+    peak_params = base.replace(min_score=float(min_score), class_thresholds=thresholds)
+    rescorer, note, params = None, None, peak_params
+    if rescore:
+        try:
+            tuning = tune_rescorer(candidates, model.class_names, cancel=cancel,
+                                   fitted_on={"volumes": [v.name for v in val_data.volumes]})
+        except ValueError as exc:
+            note = str(exc)
+        else:
+            rescorer = tuning.rescorer
+            params = base.replace(min_score=float(min_score),
+                                  class_thresholds=tuning.thresholds)
+    return {"params": params, "params_without_rescorer": peak_params, "rescorer": rescorer,
+            "rescorer_note": note, "per_volume": per_volume, "n_candidates": counts}
 
 
 def store_detection_settings(checkpoint: str | os.PathLike, params: Any, *,
                              patch_size: Sequence[int] | None = None,
                              tuned_on: Sequence[str] = (),
+                             rescorer: Any = None,
+                             params_without_rescorer: Any = None,
                              out: str | os.PathLike | None = None,
                              overwrite: bool = False) -> Path:
-    """Save ``params`` (a DetectParams) as the recommended detection settings of a checkpoint.
+    """Save ``params`` (a DetectParams) as the recommended detection settings of a checkpoint,
+    with its candidate ``rescorer`` (a :class:`~napari_shrec.core.rescore.CandidateRescorer`)
+    and the settings to use without it (``params_without_rescorer``), when given.
 
     Writes ``out`` (default: the checkpoint itself, which then needs ``overwrite``); the
     weights, history and optimiser state are kept as they are.
@@ -1252,6 +1279,10 @@ def store_detection_settings(checkpoint: str | os.PathLike, params: Any, *,
         "params": params.to_dict(),
         "tuned_on": [str(t) for t in tuned_on],
     }
+    if rescorer is not None:
+        payload["detection"]["rescorer"] = rescorer.to_dict()
+    if params_without_rescorer is not None:
+        payload["detection"]["params_without_rescorer"] = params_without_rescorer.to_dict()
     with atomic_path(dst, overwrite=overwrite or dst.resolve() == src.resolve()) as tmp:
         torch.save(payload, tmp)
     return dst

@@ -221,8 +221,9 @@ def describe_model(model: Any) -> str:
             thresholds += f" (tuned on {len(on)} volume{'s' if len(on) != 1 else ''})"
     else:
         thresholds = f"no tuned thresholds (min score {params.min_score:g})"
+    rescorer = "; candidate rescorer" if model.rescorer is not None else ""
     return (f"{len(model.class_names)} classes: {names}; patch {patch}; "
-            f"stride {model.config.output_stride}; {thresholds}")
+            f"stride {model.config.output_stride}; {thresholds}{rescorer}")
 
 
 # --------------------------------------------------------------------------- the work
@@ -243,6 +244,8 @@ class DetectRequest:
         model: an already loaded model of ``model_path`` on ``device`` (None: loaded here).
         device: "auto", "cpu", "cuda", "mps".
         use_tuned: the model's tuned per-class thresholds (else ``min_score`` for every class).
+        rescore: use the model's candidate rescorer when it has one (classes and scores from
+            each candidate's neighbourhood; :mod:`napari_shrec.core.rescore`).
         min_score, overlap, peak_method: detection parameters.
         test_time_flips: flipped copies of each patch the network's output is averaged over
             (1: off; :attr:`~napari_shrec.core.detect.DetectParams.test_time_flips`).
@@ -265,6 +268,7 @@ class DetectRequest:
     model: Any = None
     device: str = "auto"
     use_tuned: bool = True
+    rescore: bool = True
     min_score: float = 0.5
     overlap: float = 0.25
     peak_method: str = "maxpool"
@@ -282,6 +286,7 @@ class DetectRequest:
             "z_offset": self.z_offset,
             "model": str(self.model_path) if self.model_path else "shipped",
             "device": self.device, "use_tuned_thresholds": self.use_tuned,
+            "rescore": self.rescore,
             "min_score": self.min_score, "overlap": self.overlap,
             "peak_method": self.peak_method, "test_time_flips": self.test_time_flips,
             "patch": self.patch, "keep_probability_maps": self.keep_maps, "score": self.score,
@@ -390,7 +395,7 @@ def run_detection(
     if np.ndim(data) != 3:
         raise ValueError(f"{request.name}: detection needs a 3D (z, y, x) tomogram, got shape "
                          f"{tuple(np.shape(data))}")
-    params = model.detect_params()
+    params = model.detect_params(rescore=request.rescore)
     changes: dict[str, Any] = {"overlap": float(request.overlap),
                                "peak_method": request.peak_method,
                                "test_time_flips": int(request.test_time_flips),
@@ -400,7 +405,8 @@ def run_detection(
     params = params.replace(**changes)
     patch = (int(request.patch),) * 3 if request.patch else None
     result = detect_with_model(data, model, params, voxel_size_nm=vs, slab_z=slab,
-                               patch_size=patch, progress=progress, cancel=cancel)
+                               patch_size=patch, rescore=request.rescore, progress=progress,
+                               cancel=cancel)
     score = score_error = None
     if request.score and folder is not None:
         if progress is not None:
@@ -626,12 +632,19 @@ class DetectWidget(QWidget):
         self.maps_check = QCheckBox("Keep probability maps")
         self.maps_check.setToolTip("Add each class's probability map as a hidden Image layer "
                                    "(additive, class colour; memory: classes × voxels × 2 bytes)")
+        self.rescore_check = QCheckBox("Rescore candidates")
+        self.rescore_check.setChecked(True)
+        self.rescore_check.setToolTip("Use the model's candidate rescorer: each candidate's "
+                                      "class and score (1 − P(background)) come from the mean "
+                                      "class probabilities around it, not from its single peak "
+                                      "voxel. Offered when the model has one")
         self.score_check = QCheckBox("Score against the ground truth")
         self.score_check.setToolTip("Inputs from a dataset folder with occupancy_mask.mrc: score "
                                     "the picks with the SHREC scorer (native mode) and show the "
                                     "localization F1 and mean class F1")
         params_form = QFormLayout()
         params_form.addRow("", self.tuned_check)
+        params_form.addRow("", self.rescore_check)
         params_form.addRow("Min score", self.min_score_spin)
         params_form.addRow("Overlap", self.overlap_spin)
         params_form.addRow("Peak method", self.peak_combo)
@@ -1026,6 +1039,8 @@ class DetectWidget(QWidget):
             self.peak_combo.setCurrentText(params.peak_method)
             self.flips_spin.setValue(int(params.test_time_flips))
             self.min_score_spin.setValue(float(params.min_score))
+            self.rescore_check.setEnabled(model.rescorer is not None)
+            self.rescore_check.setChecked(model.rescorer is not None)
             self._inspected_model_key = key
         self.model_info.setText(summary)
         self.model_summary = summary
@@ -1069,6 +1084,7 @@ class DetectWidget(QWidget):
             dataset_folder=Path(spec["dataset"]) if spec["dataset"] else None,
             model_path=model_path, model=self._cached_model(model_path, device),
             device=device, use_tuned=self.tuned_check.isChecked(),
+            rescore=self.rescore_check.isChecked(),
             min_score=float(self.min_score_spin.value()),
             overlap=float(self.overlap_spin.value()),
             peak_method=self.peak_combo.currentText(),

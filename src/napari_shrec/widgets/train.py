@@ -246,7 +246,8 @@ def train_model(
         names = [str(v) for v in request.val_folders]
         for path in {result.checkpoint, result.best_checkpoint}:
             store_detection_settings(path, tuned["params"], patch_size=params.patch_size,
-                                     tuned_on=names)
+                                     tuned_on=names, rescorer=tuned["rescorer"],
+                                     params_without_rescorer=tuned["params_without_rescorer"])
         thresholds = dict(tuned["params"].class_thresholds or {})
     return TrainOutput(result=result, request=request, class_names=tuple(data.class_names),
                        particle_counts=data.particle_counts(), thresholds=thresholds,

@@ -196,12 +196,33 @@ class LoadedModel:
                 "patch_size")
         return tuple(int(s) for s in saved) if saved else (64, 64, 64)  # type: ignore
 
-    def detect_params(self, **overrides: Any):
+    @property
+    def rescorer(self):
+        """The :class:`~napari_shrec.core.rescore.CandidateRescorer` saved with the model
+        (``detection["rescorer"]``), or None."""
+        from ..rescore import CandidateRescorer
+
+        saved = (self.detection or {}).get("rescorer")
+        if not saved:
+            return None
+        try:
+            return CandidateRescorer.from_dict(saved)
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: {exc}") from None
+
+    def detect_params(self, *, rescore: bool = True, **overrides: Any):
         """:class:`~napari_shrec.core.detect.DetectParams` saved with the model (its tuned
-        per-class thresholds included), else the defaults; ``overrides`` replace fields."""
+        per-class thresholds included), else the defaults; ``overrides`` replace fields.
+
+        A model with a :attr:`rescorer` keeps two sets: ``detection["params"]`` (thresholds
+        on the rescored scores) and ``detection["params_without_rescorer"]`` (on the peak
+        values), which ``rescore=False`` returns."""
         from ..detect import DetectParams
 
-        saved = dict((self.detection or {}).get("params") or {})
+        detection = self.detection or {}
+        key = "params" if rescore or not detection.get("params_without_rescorer") \
+            else "params_without_rescorer"
+        saved = dict(detection.get(key) or {})
         known = set(DetectParams.__dataclass_fields__)
         values = {k: v for k, v in saved.items() if k in known}
         values.update(overrides)
