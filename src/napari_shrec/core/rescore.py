@@ -10,9 +10,9 @@ fitted on the validation tomogram's candidates against what they hit in the grou
 ("background" when nothing). The rescored class is the most probable protein class, the score
 ``1 - P(background)``: the chance that the candidate is a particle at all.
 
-On the shipped model's validation and test tomograms the rescorer raised localization F1 from
-0.940 to 0.963 and mean class F1 from 0.721 to 0.737; fitted the other way round (on the test
-tomogram, applied to validation) from 0.926 to 0.936 and 0.695 to 0.704 (``docs/results.md``).
+With the shipped network, fitted on the validation tomogram and applied to the test tomogram,
+it raised localization F1 from 0.947 to 0.964 and mean class F1 from 0.729 to 0.743; fitted the
+other way round the gain was similar (``docs/results.md``).
 
 Features are computed from the probability maps at the candidate's map voxel (maps at the
 model's output stride; radii are given in tomogram voxels and divided by the stride).
