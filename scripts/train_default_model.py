@@ -155,7 +155,7 @@ def _detect_folder(model, folder: Path, params, **kwargs):
 
 
 def stage_tune(args, roles, work: Path) -> None:
-    from napari_shrec.core.detect import tune_class_thresholds
+    from napari_shrec.core.detect import mean_class_thresholds, tune_class_thresholds
     from napari_shrec.core.pretrained import load_model
     from napari_shrec.core.rescore import DEFAULT_RADII_VOX, tune_rescorer
     from napari_shrec.io._atomic import write_text_atomic
@@ -181,9 +181,7 @@ def stage_tune(args, roles, work: Path) -> None:
         volumes.append((particles, result.features, gt))
         elapsed += seconds
         _log(f"tune: {len(particles)} candidates on {folder} in {seconds:.0f} s")
-    names = [k for k in per_volume[0]]
-    thresholds = {k: float(sum(t[k] for t in per_volume if k in t)
-                           / sum(k in t for t in per_volume)) for k in names}
+    thresholds = mean_class_thresholds(per_volume)
     tuning = tune_rescorer(volumes, model.class_names, regularization=args.rescorer_c,
                            fitted_on={"volumes": [str(f) for f in folders]})
     record = {"validation": [str(f) for f in folders], "min_score": args.tune_min_score,

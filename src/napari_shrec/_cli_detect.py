@@ -58,7 +58,9 @@ def add_parser(subparsers: Any) -> None:
                    help="search z slices Z0…Z1-1 only (default: the dataset's sample slab, "
                    "else all)")
     p.add_argument("--min-score", type=float, default=None,
-                   help="one score threshold for every class (replaces the model's tuned ones)")
+                   help="one score threshold for every class (replaces the model's tuned ones; "
+                   "with the model's rescorer it is the threshold of the rescored score and "
+                   "also the lowest peak a candidate may have)")
     p.add_argument("--threshold", action="append", default=[], metavar="CLASS=S",
                    help="threshold of one class (repeatable)")
     p.add_argument("--no-rescore", action="store_true",

@@ -101,6 +101,7 @@ __all__ = [
     "detect",
     "particles_from_maps",
     "class_radius_nm",
+    "mean_class_thresholds",
     "tune_class_thresholds",
     "apply_class_thresholds",
     "memory_budget_mb",
@@ -1048,6 +1049,13 @@ def apply_class_thresholds(particles: ParticleList, thresholds: Mapping[str, flo
     names = [normalize_class_name(n) for n in particles.class_names]
     limit = np.array([lookup.get(n, default) for n in names])
     return particles.subset(particles.scores() >= limit)
+
+
+def mean_class_thresholds(per_volume: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """{class: mean threshold} over several volumes' tuned thresholds (a class counts only
+    the volumes that tuned it), classes in name order."""
+    names = sorted({k for t in per_volume for k in t})
+    return {k: float(np.mean([t[k] for t in per_volume if k in t])) for k in names}
 
 
 def tune_class_thresholds(

@@ -260,7 +260,7 @@ def tune_rescorer(volumes: Sequence[tuple[Any, NDArray[Any], Any]], class_names:
     Raises:
         ValueError: as :func:`fit_rescorer` (too few examples of a class).
     """
-    from .detect import tune_class_thresholds
+    from .detect import mean_class_thresholds, tune_class_thresholds
     from .particles import ParticleList
     from .score import ScoreParams, score_submission
 
@@ -290,6 +290,5 @@ def tune_rescorer(volumes: Sequence[tuple[Any, NDArray[Any], Any]], class_names:
         per_volume.append(tune_class_thresholds(
             rescored, gt.particles, gt.occupancy_mask, class_names,
             class_table=gt.class_table, floor=0.0, cancel=cancel))
-    names = sorted({k for t in per_volume for k in t})
-    thresholds = {k: float(np.mean([t[k] for t in per_volume if k in t])) for k in names}
-    return RescorerTuning(rescorer=rescorer, thresholds=thresholds, per_volume=per_volume)
+    return RescorerTuning(rescorer=rescorer, thresholds=mean_class_thresholds(per_volume),
+                          per_volume=per_volume)

@@ -1205,7 +1205,7 @@ def tune_thresholds(
         there is none (None when there is one or ``rescore`` is False), "per_volume":
         [{class: threshold}] (peak values), "n_candidates": [...]}.
     """
-    from .detect import detect, tune_class_thresholds
+    from .detect import detect, mean_class_thresholds, tune_class_thresholds
     from .rescore import DEFAULT_RADII_VOX, tune_rescorer
 
     if tuple(val_data.class_names) != tuple(model.class_names):
@@ -1233,9 +1233,8 @@ def tune_thresholds(
             result, gt.particles, gt.occupancy_mask, model.class_names,
             class_table=gt.class_table, floor=float(min_score), cancel=cancel))
         counts.append(len(result.particles))
-    names = sorted({k for t in per_volume for k in t})
-    thresholds = {k: float(np.mean([t[k] for t in per_volume if k in t])) for k in names}
-    peak_params = base.replace(min_score=float(min_score), class_thresholds=thresholds)
+    peak_params = base.replace(min_score=float(min_score),
+                               class_thresholds=mean_class_thresholds(per_volume))
     rescorer, note, params = None, None, peak_params
     if rescore:
         try:
