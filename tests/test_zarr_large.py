@@ -173,6 +173,23 @@ def test_blockwise_detection_equals_whole_volume_detection(tmp_path, noisy_case,
     np.testing.assert_array_equal(b["score"].to_numpy(), a["score"].to_numpy())
 
 
+def test_blockwise_candidate_features_equal_whole_volume_ones(noisy_case):
+    # feature balls wider than the peaks' own halo: the blocks grow their halo to hold them
+    index, maps = noisy_case
+    params = DetectParams(min_score=0.3)
+    kwargs = {"class_names": NAMES, "voxel_size_nm": 2.0}
+    peaks_only = detect(index, MapOracle(maps), params.replace(max_memory_mb=8.0), **kwargs)
+    radii = (1.0, float(peaks_only.metadata["halo"] + 3))
+    whole = detect(index, MapOracle(maps), params, feature_radii_vox=radii, **kwargs)
+    blocks = detect(index, MapOracle(maps), params.replace(max_memory_mb=8.0),
+                    feature_radii_vox=radii, **kwargs)
+    assert blocks.metadata["n_blocks"] > 2
+    assert blocks.metadata["halo"] >= radii[1] > peaks_only.metadata["halo"]
+    assert whole.features.shape == blocks.features.shape == (len(whole.particles),
+                                                            2 * (len(NAMES) + 1))
+    np.testing.assert_array_equal(blocks.features, whole.features)
+
+
 def test_memory_budget_that_cannot_hold_one_block_is_refused(noisy_case):
     index, maps = noisy_case
     with pytest.raises(ValueError, match="max_memory_mb"):

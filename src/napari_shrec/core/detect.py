@@ -719,6 +719,9 @@ def detect(
     else:
         peak_threads = min(wanted_threads, 2)
         halo = _peak_halo(settings, params.peak_method)
+        if radii is not None:  # a core candidate's feature balls stay inside its block
+            reach = math.ceil(max(radii) / stride)
+            halo = max(halo, reach + reach % 2)
         cores = _plan_blocks(out_shape, halo, budget / (map_bytes + 5 * peak_threads),
                              positions_out, patch_out)
     blocks = []
