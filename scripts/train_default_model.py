@@ -139,11 +139,12 @@ def stage_train(args: argparse.Namespace, roles: dict[str, list[Path]], work: Pa
 def _detect_folder(model, folder: Path, params, **kwargs):
     from napari_shrec.core.pretrained import detect_with_model
     from napari_shrec.io.dataset import load_dataset
+    from napari_shrec.io.tomogram import grandmodel_nz
 
     ds = load_dataset(folder)
     recon = ds.read_volume("reconstruction")
     z0 = int(ds.grandmodel_z_offset)
-    nz = ds.headers["class_mask"]["shape_zyx"][0] if ds.has("class_mask") else recon.shape[0]
+    nz = grandmodel_nz(ds) or recon.shape[0]
     start = time.perf_counter()
     result = detect_with_model(recon, model, params, slab_z=(z0, z0 + nz),
                                voxel_size_nm=ds.voxel_size_nm, **kwargs)

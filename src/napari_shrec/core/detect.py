@@ -984,7 +984,7 @@ def _particles_from_peaks(peaks: Peaks, names: Sequence[str], params: DetectPara
     if rescorer is not None and features is not None:
         labels, scores = rescorer.rescore(features)
         thresholds = [params.threshold_of(n) for n in names]
-        passed = scores >= np.asarray(thresholds)[labels] if len(labels) else labels > 0
+        passed = scores >= np.asarray(thresholds)[labels]
         coords_zyx, scores, labels = coords_zyx[passed], scores[passed], labels[passed]
         peak_scores, features = peak_scores[passed], features[passed]
     order = np.lexsort((labels, -scores))

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .classes import normalize_class_name
+from .particles import ParticleList
 from .peaks import FIXED_POINT_SCALE, ball_offsets
 
 #: radii (tomogram voxels) of the balls whose mean probabilities are the features
@@ -261,7 +262,6 @@ def tune_rescorer(volumes: Sequence[tuple[Any, NDArray[Any], Any]], class_names:
         ValueError: as :func:`fit_rescorer` (too few examples of a class).
     """
     from .detect import mean_class_thresholds, tune_class_thresholds
-    from .particles import ParticleList
     from .score import ScoreParams, score_submission
 
     if not volumes:

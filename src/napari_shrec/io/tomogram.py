@@ -10,7 +10,7 @@ from pathlib import Path
 from ..core.volume import Volume
 from .dataset import ShrecDataset
 
-__all__ = ["OpenedTomogram", "open_tomogram"]
+__all__ = ["OpenedTomogram", "grandmodel_nz", "open_tomogram"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,15 @@ class OpenedTomogram:
     dataset: ShrecDataset | None = None
     z_offset: int = 0
     grandmodel_nz: int | None = None
+
+
+def grandmodel_nz(dataset: ShrecDataset) -> int | None:
+    """z slices of a dataset's grandmodel frame: its class mask, occupancy mask or grandmodel
+    (the first it has, from the header alone), else None."""
+    for name in ("class_mask", "occupancy_mask", "grandmodel"):
+        if dataset.has(name):
+            return int(dataset.headers[name]["shape_zyx"][0])
+    return None
 
 
 def open_tomogram(path: str | os.PathLike, *, reconstruct_hint: str) -> OpenedTomogram:
@@ -59,11 +68,8 @@ def open_tomogram(path: str | os.PathLike, *, reconstruct_hint: str) -> OpenedTo
         ds = load_dataset(path)
         if not ds.has("reconstruction"):
             raise FileNotFoundError(f"{path}: no reconstruction.mrc; {reconstruct_hint}")
-        grand = next((ds.headers[name]["shape_zyx"] for name in ("class_mask", "occupancy_mask",
-                                                                 "grandmodel") if ds.has(name)),
-                     None)
         return OpenedTomogram(ds.read_volume("reconstruction"), ds, int(ds.grandmodel_z_offset),
-                              int(grand[0]) if grand is not None else None)
+                              grandmodel_nz(ds))
     if not path.is_file():
         raise FileNotFoundError(f"no such tomogram: {path}")
     return OpenedTomogram(read_mrc(path))

@@ -174,13 +174,6 @@ def layer_dataset_folder(metadata: dict[str, Any] | None) -> str | None:
     return str(folder) if folder else None
 
 
-def _grandmodel_nz(ds: Any) -> int | None:
-    for name in ("class_mask", "occupancy_mask", "grandmodel"):
-        if ds.has(name):
-            return int(ds.headers[name]["shape_zyx"][0])
-    return None
-
-
 def tomogram_geometry(metadata: dict[str, Any] | None, shape_z: int
                       ) -> tuple[Path | None, int, tuple[int, int] | None]:
     """(dataset folder, grandmodel z offset, search slab) of an Image layer from its metadata.
@@ -198,8 +191,9 @@ def tomogram_geometry(metadata: dict[str, Any] | None, shape_z: int
     if folder is not None and folder.is_dir():
         try:
             from ..io.dataset import load_dataset
+            from ..io.tomogram import grandmodel_nz
 
-            nz = _grandmodel_nz(load_dataset(folder))
+            nz = grandmodel_nz(load_dataset(folder))
         except Exception:  # an unreadable dataset: no slab, no scoring
             log.debug("could not read the dataset %s", folder, exc_info=True)
             nz = None
@@ -890,6 +884,7 @@ class DetectWidget(QWidget):
         """Shape, voxel size, slab and dataset of the file or folder (headers only)."""
         from ..io.dataset import is_dataset_folder, load_dataset
         from ..io.mrc import read_mrc_header
+        from ..io.tomogram import grandmodel_nz
         from ..io.zarr import is_ome_zarr, read_ome_zarr_info
 
         text = self.path_edit.text().strip()
@@ -912,7 +907,7 @@ class DetectWidget(QWidget):
                                         "(Reconstruct widget)")
             shape = tuple(int(s) for s in ds.headers["reconstruction"]["shape_zyx"])
             z0 = int(ds.grandmodel_z_offset)
-            nz = _grandmodel_nz(ds)
+            nz = grandmodel_nz(ds)
             slab = (z0, z0 + nz) if nz is not None and z0 + nz <= shape[0] else None
             return {"path": path, "shape": shape, "voxel_size_nm": float(ds.voxel_size_nm),
                     "dataset": Path(ds.folder), "z_offset": z0, "slab": slab}
