@@ -21,12 +21,13 @@ Stages (``--stage``, default ``all``):
   48³ patches, cross-entropy + Dice, AdamW with a cosine schedule; validation (loc F1, mean
   class F1 with the project's scorer) on a y–x crop of the validation tomogram every few
   epochs. Checkpoints: ``WORK/model.pt`` (last, resumable) and ``WORK/model.best.pt``.
-- ``tune``: detect on the whole validation tomogram with a low ``min_score`` (and
-  ``--test-time-flips``) and tune one threshold per class
+- ``tune``: detect on the whole validation tomogram (weights rounded to float16, as exported)
+  with a low ``min_score`` (and ``--test-time-flips``) and tune one threshold per class
   (:func:`~napari_shrec.core.detect.tune_class_thresholds`); fit the candidate rescorer on the
-  same candidates (:func:`~napari_shrec.core.rescore.tune_rescorer`, ``--rescorer-c``) and tune
-  the thresholds of its scores. With ``--tune-snr S`` the validation model re-noised at S is
-  used too (thresholds: the mean over the volumes; the rescorer: fitted on all candidates).
+  same candidates (:func:`~napari_shrec.core.rescore.tune_rescorer`, ``--rescorer-c``; with
+  the tomogram's density features unless ``--no-image-features``) and tune the thresholds of
+  its scores. With ``--tune-snr S`` the validation model re-noised at S is used too
+  (thresholds: the mean over the volumes; the rescorer: fitted on all candidates).
 - ``export``: the best checkpoint without optimiser state, float16 weights, with the patch size,
   the rescorer and the tuned detection parameters (with and without the rescorer), to
   ``--ship`` (default the package's model).
@@ -155,10 +156,26 @@ def _detect_folder(model, folder: Path, params, **kwargs):
     return ds, particles, result, elapsed
 
 
+def _round_to_shipped_weights(model) -> None:
+    """Round the model's weights to float16 precision, as ``export`` stores them, so that the
+    thresholds and the rescorer are fitted on the very candidates the shipped network gives
+    (the float32 weights give a few candidates more or less, e.g. 2996 against 2994)."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in model.model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+
+
 def stage_tune(args, roles, work: Path) -> None:
     from napari_shrec.core.detect import mean_class_thresholds, tune_class_thresholds
     from napari_shrec.core.pretrained import load_model
-    from napari_shrec.core.rescore import DEFAULT_RADII_VOX, tune_rescorer
+    from napari_shrec.core.rescore import (
+        DEFAULT_IMAGE_RADII_VOX,
+        DEFAULT_RADII_VOX,
+        tune_rescorer,
+    )
     from napari_shrec.io._atomic import write_text_atomic
     from napari_shrec.io.dataset import scoring_ground_truth
 
@@ -167,14 +184,17 @@ def stage_tune(args, roles, work: Path) -> None:
         _log("tune: done earlier")
         return
     model = load_model(work / "model.best.pt", device=args.device)
+    _round_to_shipped_weights(model)
     params = model.detect_params(min_score=args.tune_min_score, class_thresholds=None,
                                  test_time_flips=args.test_time_flips)
     folders = [roles["validation"][0]] + [renoised(roles["validation"], args.set, snr)[0]
                                           for snr in args.tune_snr]
+    image_radii = () if args.no_image_features else DEFAULT_IMAGE_RADII_VOX
     volumes, per_volume, elapsed = [], [], 0.0
     for folder in folders:
         ds, particles, result, seconds = _detect_folder(
-            model, folder, params, rescore=False, feature_radii_vox=DEFAULT_RADII_VOX)
+            model, folder, params, rescore=False, feature_radii_vox=DEFAULT_RADII_VOX,
+            image_radii_vox=image_radii)
         gt = scoring_ground_truth(ds)
         per_volume.append(tune_class_thresholds(
             particles, gt.particles, gt.occupancy_mask, model.class_names,
@@ -184,6 +204,7 @@ def stage_tune(args, roles, work: Path) -> None:
         _log(f"tune: {len(particles)} candidates on {folder} in {seconds:.0f} s")
     thresholds = mean_class_thresholds(per_volume)
     tuning = tune_rescorer(volumes, model.class_names, regularization=args.rescorer_c,
+                           image_radii_vox=image_radii,
                            fitted_on={"volumes": [str(f) for f in folders]})
     record = {"validation": [str(f) for f in folders], "min_score": args.tune_min_score,
               "test_time_flips": args.test_time_flips,
@@ -291,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rescorer-c", type=float, default=0.1,
                         help="inverse L2 strength of the candidate rescorer's logistic "
                         "regression")
+    parser.add_argument("--no-image-features", action="store_true",
+                        help="fit the rescorer on the probability maps alone, without the "
+                        "tomogram's density around each candidate")
     parser.add_argument("--test-time-flips", type=int, default=1,
                         help="flips averaged at detection: used to tune the thresholds and "
                         "stored with the exported model (1: off)")

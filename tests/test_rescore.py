@@ -8,12 +8,15 @@ import pytest
 
 from napari_shrec.core.classes import SHREC20_TABLE
 from napari_shrec.core.detect import DetectParams, detect, particles_from_maps
+from napari_shrec.core.nets.normalize import NormalizationStats, normalization_stats
 from napari_shrec.core.phantom import sphere_phantom
 from napari_shrec.core.peaks import ball_offsets
 from napari_shrec.core.rescore import (
     BACKGROUND,
+    DENSITY_NORMALIZATION,
     CandidateRescorer,
     candidate_labels,
+    density_features,
     fit_rescorer,
     neighbourhood_features,
     tune_rescorer,
@@ -45,16 +48,18 @@ class _Oracle:
         return self.maps[:, np.rint(patch).astype(np.int64)]
 
 
-def _identity_rescorer(permutation=None, radii=(1.0,), weight: float = 20.0
-                       ) -> CandidateRescorer:
-    """A rescorer whose class k logit is ``weight`` × log mean of channel permutation[k]."""
+def _identity_rescorer(permutation=None, radii=(1.0,), weight: float = 20.0,
+                       image_radii=()) -> CandidateRescorer:
+    """A rescorer whose class k logit is ``weight`` × log mean of channel permutation[k]
+    (image features, when asked for, get weight 0)."""
     rows = len(NAMES) + 1
     perm = np.arange(rows) if permutation is None else np.asarray(permutation)
-    coef = np.zeros((rows, rows * len(radii)))
+    n_image = 2 * len(image_radii) - 1 if image_radii else 0
+    coef = np.zeros((rows, rows * len(radii) + n_image))
     for k in range(rows):
         coef[k, perm[k]] = weight
     return CandidateRescorer(class_names=tuple(NAMES), radii_vox=tuple(radii), coef=coef,
-                             intercept=np.zeros(rows))
+                             intercept=np.zeros(rows), image_radii_vox=tuple(image_radii))
 
 
 # --------------------------------------------------------------------------- features
@@ -83,6 +88,29 @@ def test_neighbourhood_features_are_log_ball_means():
     np.testing.assert_allclose(zero, np.log(1e-4))
     with pytest.raises(ValueError, match=r"\(C, Z, Y, X\)"):
         neighbourhood_features(maps[0], points, [1.0])
+
+
+def test_density_features_are_normalised_ball_means_and_their_differences():
+    rng = np.random.default_rng(4)
+    volume = rng.normal(3.0, 2.0, size=(12, 13, 14)).astype(np.float32)
+    stats = NormalizationStats(centre=0.5, scale=2.0)
+    points = np.array([[6, 6, 7], [0, 0, 0]], dtype=np.float64)
+    feats = density_features(volume, points + 0.3, [0.0, 2.0, 3.0], stats)
+    assert feats.shape == (2, 5) and feats.dtype == np.float32
+    np.testing.assert_allclose(feats[0, 0], (volume[6, 6, 7] - 0.5) / 2.0, rtol=1e-6)
+    for j, radius in ((1, 2.0), (2, 3.0)):
+        off = ball_offsets(radius) + np.array([6, 6, 7])
+        want = (volume[off[:, 0], off[:, 1], off[:, 2]].mean() - 0.5) / 2.0
+        np.testing.assert_allclose(feats[0, j], want, rtol=1e-5)
+        # clamped onto the border at a corner
+        off = np.clip(ball_offsets(radius), 0, None)
+        want = (volume[off[:, 0], off[:, 1], off[:, 2]].mean() - 0.5) / 2.0
+        np.testing.assert_allclose(feats[1, j], want, rtol=1e-5)
+    # then the differences between consecutive radii
+    np.testing.assert_allclose(feats[:, 3:], np.diff(feats[:, :3], axis=1), atol=1e-6)
+    assert density_features(volume, np.zeros((0, 3)), [1.0, 2.0], stats).shape == (0, 3)
+    with pytest.raises(ValueError, match=r"\(z, y, x\)"):
+        density_features(volume[0], points, [1.0], stats)
 
 
 # --------------------------------------------------------------------------- the rescorer
@@ -143,6 +171,69 @@ def test_fit_rescorer_learns_separable_classes_and_names_missing_ones():
         fit_rescorer(x, y, names, radii_vox=(1.0,))
 
 
+def test_rescorer_with_image_features_round_trips_and_old_dicts_still_load():
+    r = _identity_rescorer(radii=(1.0,), image_radii=(1.0, 2.0, 4.0))
+    assert r.uses_image and r.n_features == len(NAMES) + 1 + 5
+    mean, scale = np.linspace(-1, 1, r.n_features), np.linspace(1, 3, r.n_features)
+    r = CandidateRescorer(class_names=r.class_names, radii_vox=r.radii_vox, coef=r.coef,
+                          intercept=r.intercept, image_radii_vox=r.image_radii_vox,
+                          feature_mean=mean, feature_scale=scale)
+    back = CandidateRescorer.from_dict(r.to_dict())
+    assert back.image_radii_vox == (1.0, 2.0, 4.0)
+    np.testing.assert_array_equal(back.feature_mean, mean)
+    np.testing.assert_array_equal(back.feature_scale, scale)
+    x = np.random.default_rng(0).normal(size=(5, r.n_features))
+    np.testing.assert_allclose(back.probabilities(x), r.probabilities(x))
+    # the standardisation applies before the weights
+    plain = CandidateRescorer(class_names=r.class_names, radii_vox=r.radii_vox, coef=r.coef,
+                              intercept=r.intercept, image_radii_vox=r.image_radii_vox)
+    np.testing.assert_allclose(r.probabilities(x), plain.probabilities((x - mean) / scale))
+    # a rescorer saved before image features and standardisation existed
+    old = _identity_rescorer(radii=(1.0, 3.0)).to_dict()
+    for key in ("image_radii_vox", "feature_mean", "feature_scale"):
+        del old[key]
+    loaded = CandidateRescorer.from_dict(old)
+    assert not loaded.uses_image and loaded.image_radii_vox == ()
+    np.testing.assert_array_equal(loaded.feature_mean, 0.0)
+    np.testing.assert_array_equal(loaded.feature_scale, 1.0)
+    with pytest.raises(ValueError, match="image radii must increase"):
+        _identity_rescorer(image_radii=(2.0, 1.0))
+    with pytest.raises(ValueError, match="the scales > 0"):
+        CandidateRescorer(class_names=r.class_names, radii_vox=r.radii_vox, coef=r.coef,
+                          intercept=r.intercept, image_radii_vox=r.image_radii_vox,
+                          feature_scale=np.zeros(r.n_features))
+
+
+def test_fit_rescorer_learns_from_image_features_whatever_their_units():
+    rng = np.random.default_rng(3)
+    names = ["a", "b"]
+    rows = [BACKGROUND, *names]
+
+    def sample(n):
+        y = rng.integers(0, 3, n)
+        maps = rng.normal(0, 1, (n, 3))  # the maps tell nothing apart
+        image = rng.normal(0, 0.2, (n, 3))
+        image[:, 0] += np.array([0.0, 1.0, -1.0])[y]  # the density does
+        return np.hstack([maps, image]), [rows[k] for k in y]
+
+    x, y = sample(600)
+    r = fit_rescorer(x, y, names, radii_vox=(1.0,), image_radii_vox=(1.0, 2.0))
+    assert r.uses_image
+    np.testing.assert_allclose(r.feature_mean, x.mean(axis=0))
+    x2, y2 = sample(600)
+    predicted = np.array([rows[k] for k in np.argmax(r.probabilities(x2), axis=1)])
+    assert np.mean(predicted == np.array(y2)) > 0.95
+    # standardised: a feature in other units (× 1000) gives the same rescorer
+    scaled = x.copy()
+    scaled[:, 3] *= 1000.0
+    other = fit_rescorer(scaled, y, names, radii_vox=(1.0,), image_radii_vox=(1.0, 2.0))
+    x2_scaled = x2.copy()
+    x2_scaled[:, 3] *= 1000.0
+    np.testing.assert_allclose(other.probabilities(x2_scaled), r.probabilities(x2), atol=1e-4)
+    with pytest.raises(ValueError, match="6 features, expected 8"):
+        fit_rescorer(x, y, names, radii_vox=(1.0,), image_radii_vox=(1.0, 2.0, 3.0))
+
+
 def test_candidate_labels_from_hits():
     labels = candidate_labels(np.array([0, 2, 1, 3]), ["1bxn", "4CR2", "vesicle"],
                               ["1bxn", "4cr2"])
@@ -184,6 +275,39 @@ def test_detect_with_an_identity_rescorer_keeps_the_peaks_classes(phantom_detect
     c = again.table.sort_values(["z", "y", "x"]).reset_index(drop=True)
     assert c["class_name"].tolist() == b["class_name"].tolist()
     np.testing.assert_allclose(c["score"], b["score"], atol=1e-3)
+
+
+def test_detect_image_features_are_the_tomograms_density_around_the_particles(
+        phantom_detection):
+    ph, maps, volume = phantom_detection
+    params = DetectParams(min_score=0.3)
+    slab = (4, 36)
+    res = detect(volume, _Oracle(maps), params, class_names=NAMES, slab_z=slab,
+                 feature_radii_vox=(1.0,), image_radii_vox=(1.0, 3.0))
+    n = len(res.particles)
+    assert n > 5 and res.features.shape == (n, len(NAMES) + 1 + 3)
+    zyx = res.particles.table[["z", "y", "x"]].to_numpy() - np.array([slab[0], 0, 0])
+    stats = normalization_stats(volume, DENSITY_NORMALIZATION, slab_z=slab)
+    want = density_features(volume[slab[0]:slab[1]], zyx, (1.0, 3.0), stats)
+    np.testing.assert_allclose(res.features[:, len(NAMES) + 1:], want, rtol=1e-5)
+    # a rescorer with image features runs inside detection (here they weigh nothing)
+    rescorer = _identity_rescorer(image_radii=(1.0, 3.0))
+    rescored = detect(volume, _Oracle(maps), params, class_names=NAMES, slab_z=slab,
+                      rescorer=rescorer)
+    a = res.particles.table.sort_values(["z", "y", "x"]).reset_index(drop=True)
+    b = rescored.particles.table.sort_values(["z", "y", "x"]).reset_index(drop=True)
+    assert a["class_name"].tolist() == b["class_name"].tolist()
+    # the maps alone cannot give image features; radii must make sense
+    with pytest.raises(ValueError, match="tomogram's density"):
+        particles_from_maps(maps, NAMES, params, rescorer=rescorer)
+    with pytest.raises(ValueError, match="image_radii_vox needs feature_radii_vox"):
+        detect(volume, _Oracle(maps), params, class_names=NAMES, image_radii_vox=(1.0,))
+    with pytest.raises(ValueError, match="increasing radii"):
+        detect(volume, _Oracle(maps), params, class_names=NAMES, feature_radii_vox=(1.0,),
+               image_radii_vox=(3.0, 1.0))
+    with pytest.raises(ValueError, match="the rescorer's image radii"):
+        detect(volume, _Oracle(maps), params, class_names=NAMES, rescorer=rescorer,
+               image_radii_vox=(1.0,))
 
 
 def test_rescorer_classes_and_thresholds_rule_the_output(phantom_detection):

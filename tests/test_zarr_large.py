@@ -190,6 +190,31 @@ def test_blockwise_candidate_features_equal_whole_volume_ones(noisy_case):
     np.testing.assert_array_equal(blocks.features, whole.features)
 
 
+def test_blockwise_image_features_from_a_lazy_tomogram_equal_whole_volume_ones(tmp_path,
+                                                                              noisy_case):
+    # density balls wider than the peaks' halo, the tomogram an OME-Zarr read block by block
+    index, maps = noisy_case
+    params = DetectParams(min_score=0.3)
+    kwargs = {"class_names": NAMES, "voxel_size_nm": 2.0, "feature_radii_vox": (1.0,)}
+    peaks_only = detect(index, MapOracle(maps), params.replace(max_memory_mb=8.0),
+                        class_names=NAMES, voxel_size_nm=2.0)
+    image_radii = (0.0, 2.0, float(peaks_only.metadata["halo"] + 4))
+    whole = detect(index, MapOracle(maps), params, image_radii_vox=image_radii, **kwargs)
+    write_ome_zarr(tmp_path / "index.ome.zarr", index, 2.0, chunks=(16, 32, 32),
+                   pyramid_levels=1)
+    lazy = open_ome_zarr(tmp_path / "index.ome.zarr")
+    blocks = detect(lazy, MapOracle(maps), params.replace(max_memory_mb=8.0),
+                    image_radii_vox=image_radii, **kwargs)
+    assert blocks.metadata["n_blocks"] > 2
+    assert blocks.metadata["halo"] >= image_radii[-1] > peaks_only.metadata["halo"]
+    assert whole.features.shape == blocks.features.shape == (len(whole.particles),
+                                                            len(NAMES) + 1 + 5)
+    np.testing.assert_allclose(blocks.features, whole.features, rtol=1e-6, atol=1e-6)
+    # the budget holds the block's maps, its peak buffers and its tomogram region (float32)
+    bytes_per_voxel = 2 * (len(NAMES) + 1) + 4 + 5 * blocks.metadata["peak_threads"]
+    assert math.prod(blocks.metadata["block_shape"]) * bytes_per_voxel <= 8 * 2 ** 20
+
+
 def test_memory_budget_that_cannot_hold_one_block_is_refused(noisy_case):
     index, maps = noisy_case
     with pytest.raises(ValueError, match="max_memory_mb"):

@@ -86,7 +86,13 @@ from .peaks import (
     extract_peaks,
 )
 from .progress import CancelToken, ProgressCallback, ProgressReporter
-from .rescore import CandidateRescorer, neighbourhood_features
+from .nets.normalize import NormalizationStats, normalization_stats
+from .rescore import (
+    DENSITY_NORMALIZATION,
+    CandidateRescorer,
+    density_features,
+    neighbourhood_features,
+)
 from .volume import Volume
 
 __all__ = [
@@ -314,9 +320,11 @@ class DetectionResult:
         slab_z: the searched z range (start, stop), voxels.
         n_patches: predictor patches run.
         output_stride: the predictor's stride.
-        features: (n, F) float32 neighbourhood features of the particles' rows
-            (:func:`~napari_shrec.core.rescore.neighbourhood_features`) when a rescorer or
-            ``feature_radii_vox`` was given, else None.
+        features: (n, F) float32 features of the particles' rows when a rescorer or
+            ``feature_radii_vox`` was given, else None: the maps'
+            :func:`~napari_shrec.core.rescore.neighbourhood_features`, then the tomogram's
+            :func:`~napari_shrec.core.rescore.density_features` when the rescorer or
+            ``image_radii_vox`` asks for them.
     """
 
     particles: ParticleList
@@ -630,6 +638,7 @@ def detect(
     class_table: ClassTable | None = None,
     rescorer: CandidateRescorer | None = None,
     feature_radii_vox: Sequence[float] | None = None,
+    image_radii_vox: Sequence[float] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> DetectionResult:
@@ -652,8 +661,12 @@ def detect(
             every candidate (peaks above ``min_score``, de-duplicated across classes) gets the
             rescorer's class and score (1 - P(background)), and ``class_thresholds`` then apply
             to that score; the peak value is kept as the ``peak_score`` column.
+            A rescorer with image features reads the tomogram around every candidate (the
+            whole block's region for a lazy array).
         feature_radii_vox: without a rescorer, compute the candidates' neighbourhood features
             at these radii (tomogram voxels) into ``DetectionResult.features`` (to fit one).
+        image_radii_vox: with ``feature_radii_vox``, also the tomogram's density features at
+            these radii (tomogram voxels, increasing), after the map features.
         progress: ``progress(done, total, message)``: one step per patch run, per class and
             block.
         cancel: :class:`CancelToken`, checked between patches and classes.
@@ -699,13 +712,17 @@ def detect(
                for g, po, qs in zip(grid, patch_out, positions_out)]
     table = class_table if class_table is not None else SHREC21_TABLE
     settings = _peak_settings(names, params, float(voxel_size_nm), stride, table)
-    radii = _feature_radii(names, rescorer, feature_radii_vox)
+    radii, image_radii = _feature_radii(names, rescorer, feature_radii_vox, image_radii_vox)
+    density_stats = (normalization_stats(data, DENSITY_NORMALIZATION, slab_z=(z0, z1))
+                     if image_radii else None)
     fixed = params.map_dtype == "float16"
 
     # one piece, or blocks (module notes): maps cost map_bytes per voxel, peaks 5 per thread
     wanted_threads = min(len(names), params.threads if params.threads > 0
                          else (os.cpu_count() or 1))
     map_bytes = n_channels * (2 if fixed else 4)
+    if image_radii and not isinstance(data, np.ndarray):  # a block's tomogram region is read
+        map_bytes += stride ** 3 * np.dtype(getattr(data, "dtype", np.float32)).itemsize
     budget = memory_budget_mb(params.max_memory_mb, data) * 2.0 ** 20
     volume_out = math.prod(out_shape)
     halo = 0
@@ -721,6 +738,8 @@ def detect(
         halo = _peak_halo(settings, params.peak_method)
         if radii is not None:  # a core candidate's feature balls stay inside its block
             reach = math.ceil(max(radii) / stride)
+            if image_radii:
+                reach = max(reach, math.ceil(max(image_radii) / stride) + (stride > 1))
             halo = max(halo, reach + reach % 2)
         cores = _plan_blocks(out_shape, halo, budget / (map_bytes + 5 * peak_threads),
                              positions_out, patch_out)
@@ -823,8 +842,13 @@ def detect(
             found.append(peaks)
             if radii is not None:
                 local = peaks.coords_zyx - np.asarray(origin, dtype=np.float64)
-                found_features.append(neighbourhood_features(acc, local,
-                                                             [r / stride for r in radii]))
+                block_features = neighbourhood_features(acc, local, [r / stride for r in radii])
+                if image_radii:
+                    assert density_stats is not None
+                    block_features = np.hstack([block_features, _block_density_features(
+                        data, peaks.coords_zyx, ext, stride, z0, region, image_radii,
+                        density_stats)])
+                found_features.append(block_features)
             timings["peaks"] += time.perf_counter() - t0
             reporter.done = base + peak_steps - 1
             reporter.advance(f"peaks of block {len(found)}/{len(blocks)}")
@@ -855,6 +879,24 @@ def detect(
                            params=params, class_names=names, slab_z=(z0, z1),
                            n_patches=n_patches, output_stride=stride, metadata=info,
                            features=features)
+
+
+def _block_density_features(data: Any, coords_map: np.ndarray,
+                            ext: Sequence[tuple[int, int]], stride: int, z0: int,
+                            region: Sequence[int], radii: Sequence[float],
+                            stats: NormalizationStats) -> np.ndarray:
+    """:func:`~napari_shrec.core.rescore.density_features` of peaks at ``coords_map`` (map
+    voxels of the searched region) from the tomogram under the block ``ext`` (map voxels,
+    its halo included; clipped to the region: balls are clamped at the region's border, as in
+    one piece). A lazy array is read over the block's region, a numpy array or memmap only
+    at the balls' voxels."""
+    lo = [a * stride for a, _ in ext]
+    hi = [min(b * stride, n) for (_, b), n in zip(ext, region)]
+    view = data[z0 + lo[0]:z0 + hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    if not isinstance(view, np.ndarray):
+        view = np.asarray(view)
+    local = coords_map * stride + (stride - 1) / 2.0 - np.asarray(lo, dtype=np.float64)
+    return density_features(view, local, radii, stats)
 
 
 def _in_core(peaks: Peaks, settings: _PeakSettings, core: tuple[tuple[int, int], ...],
@@ -898,7 +940,8 @@ def particles_from_maps(
         z_offset: tomogram z of the maps' first slice (the slab start), voxels.
         shape_zyx: full-resolution size of the region the maps cover (default: the maps'
             shape × stride); positions are clipped into it.
-        rescorer: as in :func:`detect`.
+        rescorer: as in :func:`detect`, but without image features (those need the
+            tomogram: use :func:`detect`).
 
     Returns:
         ``(particles, timings)``: the detections (tomogram voxels x, y, z, sorted by decreasing
@@ -915,7 +958,11 @@ def particles_from_maps(
                           min_voxels=settings.min_voxels, support_radii=settings.support,
                           threads=params.threads, progress=progress, cancel=cancel)
     n_peaks = len(peaks)
-    radii = _feature_radii(names, rescorer, None)
+    if rescorer is not None and rescorer.uses_image:
+        raise ValueError("this rescorer uses the tomogram's density (image_radii_vox "
+                         f"{list(rescorer.image_radii_vox)}), which maps alone do not hold: "
+                         "run detect() on the tomogram, or pass rescorer=None")
+    radii, _ = _feature_radii(names, rescorer, None, None)
     peaks = _in_core(peaks, settings, tuple((0, n) for n in maps.shape[1:]), (0, 0, 0),
                      rescoring=radii is not None)
     features = None if radii is None else \
@@ -930,24 +977,35 @@ def particles_from_maps(
 
 
 def _feature_radii(names: Sequence[str], rescorer: CandidateRescorer | None,
-                   feature_radii_vox: Sequence[float] | None) -> tuple[float, ...] | None:
-    """The radii (tomogram voxels) of the candidates' features, or None for none."""
+                   feature_radii_vox: Sequence[float] | None,
+                   image_radii_vox: Sequence[float] | None
+                   ) -> tuple[tuple[float, ...] | None, tuple[float, ...]]:
+    """The radii (tomogram voxels) of the candidates' map features (None for no features) and
+    of their image features (empty for none)."""
+    wanted = None if feature_radii_vox is None else tuple(float(r) for r in feature_radii_vox)
+    image = () if image_radii_vox is None else tuple(float(r) for r in image_radii_vox)
     if rescorer is not None:
         want = [normalize_class_name(n) for n in names]
         if [normalize_class_name(n) for n in rescorer.class_names] != want:
             raise ValueError(f"the rescorer's classes {list(rescorer.class_names)} differ from "
                              f"the detector's {list(names)}")
-        if feature_radii_vox is not None and \
-                tuple(float(r) for r in feature_radii_vox) != rescorer.radii_vox:
+        if wanted is not None and wanted != rescorer.radii_vox:
             raise ValueError("feature_radii_vox must be None or the rescorer's radii "
                              f"{rescorer.radii_vox}")
-        return rescorer.radii_vox
-    if feature_radii_vox is None:
-        return None
-    radii = tuple(float(r) for r in feature_radii_vox)
-    if not radii or any(not math.isfinite(r) or r < 0 for r in radii):
-        raise ValueError(f"feature_radii_vox must be radii ≥ 0 (voxels), got {radii}")
-    return radii
+        if image_radii_vox is not None and image != rescorer.image_radii_vox:
+            raise ValueError("image_radii_vox must be None or the rescorer's image radii "
+                             f"{rescorer.image_radii_vox}")
+        return rescorer.radii_vox, rescorer.image_radii_vox
+    if wanted is None:
+        if image:
+            raise ValueError("image_radii_vox needs feature_radii_vox: the image features "
+                             "follow the map features")
+        return None, ()
+    if not wanted or any(not math.isfinite(r) or r < 0 for r in wanted):
+        raise ValueError(f"feature_radii_vox must be radii ≥ 0 (voxels), got {wanted}")
+    if any(not math.isfinite(r) or r < 0 for r in image) or list(image) != sorted(set(image)):
+        raise ValueError(f"image_radii_vox must be increasing radii ≥ 0 (voxels), got {image}")
+    return wanted, image
 
 
 def _particles_from_peaks(peaks: Peaks, names: Sequence[str], params: DetectParams,

@@ -69,6 +69,7 @@ def detect_with_model(
     cancel: CancelToken | None = None,
     rescore: bool = True,
     feature_radii_vox: Sequence[float] | None = None,
+    image_radii_vox: Sequence[float] | None = None,
     **param_overrides: Any,
 ) -> DetectionResult:
     """Detect the particles of a tomogram with a loaded model.
@@ -95,7 +96,7 @@ def detect_with_model(
         rescore: use the model's candidate rescorer (:attr:`LoadedModel.rescorer`) when it
             has one; False: classes and scores are the maps' peaks (pass ``params`` from
             ``model.detect_params(rescore=False)``, whose thresholds are on peak values).
-        feature_radii_vox: with ``rescore=False``, return the candidates' neighbourhood
+        feature_radii_vox, image_radii_vox: with ``rescore=False``, return the candidates'
             features at these radii (to fit a rescorer; see :func:`detect`).
 
     Returns:
@@ -113,26 +114,15 @@ def detect_with_model(
     if param_overrides:
         params = params.replace(**param_overrides)
     predictor = model.predictor(patch_size=patch_size)
-    predictor.prepare(_lazy(data), slab_z=slab_z)
+    predictor.prepare(data, slab_z=slab_z)
     result = detect(data, predictor, params, class_names=model.class_names,
                     voxel_size_nm=float(voxel_size_nm), slab_z=slab_z,
                     rescorer=model.rescorer if rescore else None,
-                    feature_radii_vox=feature_radii_vox, progress=progress,
+                    feature_radii_vox=feature_radii_vox, image_radii_vox=image_radii_vox,
+                    progress=progress,
                     cancel=cancel)
     result.particles.metadata.update(
         model=str(model.path) if model.path else None,
         model_created=model.provenance.get("created"),
         detector="napari-shrec unet3d")
     return result
-
-
-def _lazy(data: Any) -> Any:
-    """``data`` itself when slicing it is lazy (numpy arrays and memmaps, dask arrays), else (a
-    zarr array, say) a dask view of it: the normalisation statistics slice the slab and take a
-    strided sub-sample, which must not read the whole array into memory at once."""
-    if isinstance(data, np.ndarray) or type(data).__module__.startswith("dask."):
-        return data
-    import dask.array as da
-
-    chunks = getattr(data, "chunks", None)
-    return da.from_array(data, chunks=chunks if chunks is not None else "auto")

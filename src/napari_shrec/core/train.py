@@ -1206,7 +1206,7 @@ def tune_thresholds(
         [{class: threshold}] (peak values), "n_candidates": [...]}.
     """
     from .detect import detect, mean_class_thresholds, tune_class_thresholds
-    from .rescore import DEFAULT_RADII_VOX, tune_rescorer
+    from .rescore import DEFAULT_IMAGE_RADII_VOX, DEFAULT_RADII_VOX, tune_rescorer
 
     if tuple(val_data.class_names) != tuple(model.class_names):
         raise ValueError(f"validation classes {val_data.class_names} differ from the model's "
@@ -1226,6 +1226,7 @@ def tune_thresholds(
             kwargs["voxel_size_nm"] = float(v.source["voxel_size_nm"])
         result = detect(v.image, predictor, candidates_params, class_names=model.class_names,
                         feature_radii_vox=DEFAULT_RADII_VOX if rescore else None,
+                        image_radii_vox=DEFAULT_IMAGE_RADII_VOX if rescore else None,
                         progress=progress, cancel=cancel, **kwargs)
         gt = v.ground_truth
         candidates.append((result.particles, result.features, gt))
@@ -1239,6 +1240,7 @@ def tune_thresholds(
     if rescore:
         try:
             tuning = tune_rescorer(candidates, model.class_names, cancel=cancel,
+                                   image_radii_vox=DEFAULT_IMAGE_RADII_VOX,
                                    fitted_on={"volumes": [v.name for v in val_data.volumes]})
         except ValueError as exc:
             note = str(exc)

@@ -100,14 +100,28 @@ def _subsample(volume: np.ndarray, max_samples: int) -> np.ndarray:
     return np.asarray(volume[(slice(None, None, step),) * volume.ndim], dtype=np.float64).ravel()
 
 
+def _lazily_sliced(data: Any) -> Any:
+    """``data`` itself when slicing it is lazy (numpy arrays and memmaps, dask arrays), else (a
+    zarr array, say) a dask view of it: the statistics slice the slab and take a strided
+    sub-sample, which must not read the whole array into memory at once."""
+    if isinstance(data, np.ndarray) or type(data).__module__.startswith("dask."):
+        return data
+    import dask.array as da
+
+    chunks = getattr(data, "chunks", None)
+    return da.from_array(data, chunks=chunks if chunks is not None else "auto")
+
+
 def normalization_stats(volume: np.ndarray, method: dict[str, Any] | None = None, *,
                         slab_z: tuple[int, int] | None = None) -> NormalizationStats:
     """The statistics of ``volume`` (z, y, x) under ``method`` (default
     :data:`DEFAULT_NORMALIZATION`), from the slices ``slab_z = (z0, z1)`` (z1 exclusive) when
-    given. A constant volume gets scale 1."""
+    given. A constant volume gets scale 1. Lazy arrays (memmap, dask, zarr) are read only at
+    the sub-sample's voxels, chunk by chunk."""
     method = check_normalization(DEFAULT_NORMALIZATION if method is None else method)
     if method["method"] == "none":
         return NormalizationStats()
+    volume = _lazily_sliced(volume)
     data = volume if slab_z is None else volume[int(slab_z[0]):int(slab_z[1])]
     if data.size == 0:
         raise ValueError(f"normalisation: empty volume or slab (shape {volume.shape}, slab_z "
