@@ -160,6 +160,9 @@ def test_the_shipped_model_is_in_the_package():
     assert params.class_thresholds is not None and set(params.class_thresholds) <= set(
         model.class_names)
     assert model.provenance["training"]["model_parameters"] > 0
+    # its rescorer reads the maps and the tomogram's density around each candidate
+    assert model.rescorer is not None and model.rescorer.uses_image
+    assert model.rescorer.n_features == 13 * 4 + 11
 
 
 # --------------------------------------------------------------------------- CLI
@@ -180,6 +183,7 @@ def test_cli_train_then_detect_round_trip(sim, tmp_path, capsys):
         assert loaded.detection["patch_size"] == [32, 32, 32]
         assert loaded.rescorer is not None and loaded.rescorer.class_names == CLASSES
         assert loaded.rescorer.fitted_on["volumes"] == [str(sim)]
+        assert loaded.rescorer.image_radii_vox == (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
         assert loaded.detect_params(rescore=False).min_score == 0.2
         assert set(loaded.detection["params_without_rescorer"]["class_thresholds"]) <= set(
             CLASSES)
