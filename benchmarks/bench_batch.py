@@ -10,7 +10,8 @@ Every side is timed from outside, process start, imports and warm-up included:
 - one-process series (stricter): a single Python process simulating task 0 … n−1 one after
   another with every core, paying the imports once;
 - batch: ``napari-shrec batch simulate --n N --preset P --out DIR --workers W`` (a LocalCluster of
-  W single-threaded worker processes, cluster start-up included).
+  W single-threaded worker processes, cluster start-up included), with the command line's
+  default start method (workers forked on Linux), and again with ``--start-method spawn``.
 
 All write the same datasets (seed i for task i); the particle lists are compared. Target
 (issue 12): batch ≥ 1.6× faster than the same four in series for 4 ``small`` simulations on 2
@@ -123,6 +124,9 @@ def main() -> int:
         for source in sources:
             cli += ["--structures", source]
         batch_s = _timed(cli)
+        spawn_dir = Path(tmp) / "batch-spawn"
+        spawn_s = _timed([str(spawn_dir) if a == str(batch_dir) else a for a in cli]
+                         + ["--start-method", "spawn"])
         cores = os.cpu_count() or 1
         alone_1_s = _task_seconds(Path(tmp) / "alone1", args.preset, [0], 1, sources)[0]
         alone_all_s = _task_seconds(Path(tmp) / "aloneN", args.preset, [0], cores, sources)[0]
@@ -132,13 +136,15 @@ def main() -> int:
         same = all((series_dir / f"model_{i}" / "particle_locations.txt").read_text()
                    == (batch_dir / f"model_{i}" / "particle_locations.txt").read_text()
                    == (cli_dir / f"model_{i}" / "particle_locations.txt").read_text()
+                   == (spawn_dir / f"model_{i}" / "particle_locations.txt").read_text()
                    for i in range(args.n))
     ratio = cli_series_s / batch_s
     rounds = -(-args.n // args.workers)
     ceiling = cli_series_s / (rounds * concurrent_s)
     result = {"n": args.n, "preset": args.preset, "workers": args.workers,
               "cores": cores, "cli_series_s": cli_series_s, "series_s": series_s,
-              "batch_s": batch_s, "speedup": ratio, "speedup_vs_one_process": series_s / batch_s,
+              "batch_s": batch_s, "batch_spawn_s": spawn_s, "speedup": ratio,
+              "speedup_spawn": cli_series_s / spawn_s, "speedup_vs_one_process": series_s / batch_s,
               "same_outputs": same, "target_speedup": 1.6,
               "task_alone_one_thread_s": alone_1_s, "task_alone_all_cores_s": alone_all_s,
               "task_concurrent_one_thread_s": concurrent_s, "ceiling_speedup": ceiling,
@@ -147,6 +153,8 @@ def main() -> int:
     print(f"  CLI series ({args.n} × napari-shrec simulate)    {cli_series_s:7.1f} s")
     print(f"  one-process series (all cores)        {series_s:7.1f} s")
     print(f"  batch ({args.workers}-worker LocalCluster)           {batch_s:7.1f} s")
+    print(f"  batch, workers spawned                {spawn_s:7.1f} s "
+          f"({cli_series_s / spawn_s:.2f}× over the CLI series)")
     print(f"  speed-up {ratio:.2f}× over the CLI series (target ≥ 1.6×), "
           f"{series_s / batch_s:.2f}× over the one-process series; same outputs: {same}")
     print(f"  one simulation's compute: {alone_1_s:.1f} s alone on 1 thread, {alone_all_s:.1f} s "

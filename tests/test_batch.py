@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,44 @@ def test_cli_batch_simulate_on_a_scheduler_resumes_and_refuses(tmp_path, cluster
     assert main(other) == 2  # other seeds: the folders are not this batch's
     assert "--overwrite" in capsys.readouterr().err
     assert _mtimes(out) == stamp
+
+
+def test_forked_workers_from_the_command_line_match_serial(tmp_path, reference):
+    # a fresh process, as a user's: nothing has run OpenMP yet, so the workers are forked
+    import subprocess
+    import sys
+
+    out = tmp_path / "sims"
+    (tmp_path / "no-structures").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_shrec.cli", "batch", "simulate", "--n", "2", "--out",
+         str(out), "--seed", "100", *TINY_CLI, "--structures", str(tmp_path / "no-structures"),
+         "--start-method", "fork"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LocalCluster, 2 workers (forked)" in proc.stdout
+    assert "2 tasks: 2 finished" in proc.stdout
+    assert "unsafe" not in proc.stderr and "Restarting worker" not in proc.stderr
+    for i in range(2):
+        _assert_same_dataset(out / f"model_{i}", reference / f"model_{i}")
+
+
+def test_fork_is_refused_after_openmp_or_torch(monkeypatch):
+    import types
+
+    from napari_shrec.batch.engine import default_start_method, worker_start_method
+
+    assert default_start_method() == "fork"  # Linux
+    assert worker_start_method("spawn") == ("spawn", None)
+    fake = types.ModuleType("numba.np.ufunc.parallel")
+    fake._is_initialized = True
+    monkeypatch.setitem(sys.modules, "numba.np.ufunc.parallel", fake)
+    method, why = worker_start_method("fork")
+    assert method == "spawn" and "numba" in why
+    fake._is_initialized = False
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    method, why = worker_start_method("fork")
+    assert method == "spawn" and "PyTorch" in why
+    monkeypatch.delitem(sys.modules, "torch")
+    assert worker_start_method("fork") == ("fork", None)
+    with pytest.raises(ValueError, match="start method must be one of spawn, fork"):
+        BatchParams(start_method="forkserver")

@@ -74,6 +74,10 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads-per-task", type=int, default=0, metavar="N",
                    help="threads each task computes with (default 0: cores / workers locally, "
                    "a worker's share of its cores on a remote cluster)")
+    g.add_argument("--start-method", choices=("fork", "spawn"), default=None,
+                   help="how the LocalCluster starts its workers: fork (a copy of this "
+                   "process: no second round of imports, about 1 s faster per batch; the "
+                   "default on Linux) or spawn (fresh interpreters; the default elsewhere)")
     g.add_argument("--retries", type=int, default=2, metavar="K",
                    help="extra attempts for a task that fails with an error (default 2)")
     g.add_argument("--overwrite", action="store_true",
@@ -209,7 +213,7 @@ def plan(args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .batch.engine import BatchParams, run_batch
+    from .batch.engine import BatchParams, default_start_method, run_batch
 
     if not getattr(args, "verbose", False):  # distributed logs every connection at INFO
         import distributed  # noqa: F401  (configures its loggers on import; quiet them after)
@@ -218,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
             if name == "distributed" or name.startswith("distributed."):
                 logging.getLogger(name).setLevel(logging.WARNING)
     params = BatchParams(scheduler=args.scheduler, n_workers=args.workers,
-                         threads_per_task=args.threads_per_task, retries=args.retries)
+                         threads_per_task=args.threads_per_task, retries=args.retries,
+                         start_method=args.start_method or default_start_method())
     tasks = plan(args)
     display = _Display(len(tasks))
     try:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -46,9 +47,21 @@ __all__ = [
     "run_batch",
     "local_cluster",
     "cpu_count",
+    "START_METHODS",
+    "default_start_method",
 ]
 
 TaskStatus = Literal["pending", "running", "finished", "skipped", "failed", "cancelled"]
+
+
+#: how a LocalCluster may start its workers (see :class:`BatchParams`)
+START_METHODS: tuple[str, ...] = ("spawn", "fork")
+
+
+def default_start_method() -> Literal["spawn", "fork"]:
+    """The command line's start method: "fork" on Linux (workers start without importing
+    anything again), else "spawn" (macOS frameworks are not fork-safe; Windows has no fork)."""
+    return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,11 @@ class BatchParams:
             cores a worker process sees divided by its threads.
         retries: extra attempts for a task that raised an error.
         progress_interval_s: least time between two progress events of one task.
+        start_method: how the LocalCluster starts its worker processes: "spawn" (a fresh
+            interpreter each, which imports everything again: about 1 s per batch on 2
+            cores) or "fork" (a copy of this process, modules already imported; POSIX only,
+            and only from a process without a GUI or a GPU context). Ignored with
+            ``scheduler``.
     """
 
     scheduler: str | None = None
@@ -71,6 +89,7 @@ class BatchParams:
     threads_per_task: int = 0
     retries: int = 2
     progress_interval_s: float = 0.5
+    start_method: Literal["spawn", "fork"] = "spawn"
 
     def __post_init__(self) -> None:
         if self.n_workers < 1:
@@ -79,6 +98,11 @@ class BatchParams:
             raise ValueError(f"threads per task must be ≥ 0, got {self.threads_per_task}")
         if self.retries < 0:
             raise ValueError(f"retries must be ≥ 0, got {self.retries}")
+        if self.start_method not in START_METHODS:
+            raise ValueError(f"start method must be one of {', '.join(START_METHODS)}, got "
+                             f"{self.start_method!r}")
+        if self.start_method == "fork" and not hasattr(os, "fork"):
+            raise ValueError("start method 'fork' needs a POSIX system; use 'spawn'")
 
 
 @dataclass(frozen=True)
@@ -157,9 +181,37 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def local_cluster(n_workers: int, threads_per_task: int) -> Any:
+def fork_hazard() -> str | None:
+    """Why forking this process would be unsafe, or None. A forked child inherits the state of
+    an OpenMP runtime whose threads it does not have: numba's OpenMP layer then terminates the
+    child at its first parallel loop, and GNU OpenMP may hang in it. So: not once numba's
+    parallel threads have run here (e.g. a reconstruction), nor with PyTorch loaded."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if parallel is not None and getattr(parallel, "_is_initialized", False):
+        return "numba's parallel threads have run in this process"
+    if "torch" in sys.modules:
+        return "PyTorch is loaded in this process"
+    return None
+
+
+def worker_start_method(requested: Literal["spawn", "fork"]) -> tuple[str, str | None]:
+    """The start method a LocalCluster uses for ``requested``: "fork" only when
+    :func:`fork_hazard` finds nothing, else "spawn"; and why fork was refused (or None)."""
+    if requested != "fork":
+        return requested, None
+    hazard = fork_hazard()
+    return ("spawn", hazard) if hazard else ("fork", None)
+
+
+def local_cluster(n_workers: int, threads_per_task: int,
+                  start_method: Literal["spawn", "fork"] = "spawn") -> Any:
     """A LocalCluster of ``n_workers`` processes with one task thread each, whose BLAS/OpenMP/
-    numba pools are limited to ``threads_per_task`` threads.
+    numba pools are limited to ``threads_per_task`` threads, started by ``start_method``
+    (:class:`BatchParams`; "fork" falls back to "spawn" when :func:`fork_hazard` says so, and
+    the cluster's ``start_method`` attribute tells which one ran). Each task sets its own
+    thread limits too
+    (:func:`~napari_shrec.batch.tasks.limit_threads`), so forked workers, whose libraries
+    were loaded before the limits reached their environment, keep them as well.
 
     The workers keep glibc's default memory trimming: distributed starts its workers with
     ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes glibc's mmap threshold, so that every large
@@ -173,9 +225,13 @@ def local_cluster(n_workers: int, threads_per_task: int) -> Any:
     env = {name: limit for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                     "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
     trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": trim}):
-        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                            dashboard_address=":0", env=env)
+    method, _ = worker_start_method(start_method)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": trim,
+                          "distributed.worker.multiprocessing-method": method}):
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", env=env)
+    cluster.start_method = method
+    return cluster
 
 
 @contextlib.contextmanager
@@ -197,8 +253,10 @@ def _client(params: BatchParams, client: Any) -> Iterator[tuple[Any, str, int]]:
             yield remote, f"scheduler {params.scheduler}", params.threads_per_task
         return
     threads = params.threads_per_task or max(1, cpu_count() // params.n_workers)
-    with local_cluster(params.n_workers, threads) as cluster, Client(cluster) as local:
-        yield local, f"LocalCluster, {params.n_workers} workers", threads
+    with local_cluster(params.n_workers, threads, params.start_method) as cluster, \
+            Client(cluster) as local:
+        started = {"fork": "forked", "spawn": "spawned"}[cluster.start_method]
+        yield local, f"LocalCluster, {params.n_workers} workers ({started})", threads
 
 
 class _RemoteCancel(CancelToken):

@@ -304,15 +304,88 @@ def _ice_path_lengths(geometry: _TiltGeometry, xr: np.ndarray, ice_thickness_vox
     return np.clip(stop - start, 0.0, None).astype(np.float32)
 
 
+def _rotation_taps(geometry: _TiltGeometry, rows: int, nx: int, nzc: int, nxc: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The cubic B-spline taps of the rotated grid's (rows, nx) points in a (nzc, nxc) plane of
+    coefficients: tap indices ``zi`` (rows, nx, 4) and ``xi`` (rows, nx, 4), clamped into the
+    plane, and separable weights ``wz``, ``wx`` (rows, nx, 4) float32 that are 0 for taps
+    outside the plane and (``wz``) for points outside it — scipy's
+    ``affine_transform(order=3, mode="constant", cval=0, prefilter=False)``."""
+    zp = np.arange(rows, dtype=np.float64)[:, None]
+    xp = np.arange(nx, dtype=np.float64)[None, :]
+    m = geometry.matrix
+    z_in = m[0, 0] * zp + m[0, 1] * xp + geometry.offset[0]
+    x_in = m[1, 0] * zp + m[1, 1] * xp + geometry.offset[1]
+    inside = (z_in >= -0.5) & (z_in <= nzc - 0.5) & (x_in >= -0.5) & (x_in <= nxc - 0.5)
+    out = []
+    for coord, size, mask in ((z_in, nzc, inside), (x_in, nxc, None)):
+        base = np.floor(coord)
+        t = coord - base
+        t2 = t * t
+        t3 = t2 * t
+        weights = np.stack([(1 - t) ** 3 / 6, (3 * t3 - 6 * t2 + 4) / 6,
+                            (-3 * t3 + 3 * t2 + 3 * t + 1) / 6, t3 / 6], axis=-1)
+        taps = base.astype(np.int64)[..., None] + np.arange(-1, 3)
+        weights *= (taps >= 0) & (taps < size)
+        if mask is not None:
+            weights *= mask[..., None]
+        out += [np.clip(taps, 0, size - 1).astype(np.int32), weights.astype(np.float32)]
+    zi, wz, xi, wx = out
+    return zi, xi, wz, wx
+
+
+_ROTATE_KERNEL: Any = None
+
+
+def _rotate_kernel() -> Any:
+    """The numba kernel of :func:`_rotate_rows` (compiled once, cached on disk)."""
+    global _ROTATE_KERNEL
+    if _ROTATE_KERNEL is None:
+        import numba
+
+        @numba.njit(nogil=True, cache=True)
+        def kernel(coef_zxy, y0, zi, xi, wz, wx, out):  # pragma: no cover - compiled
+            n_y = out.shape[0]
+            rows, nx = zi.shape[0], zi.shape[1]
+            acc = np.empty(n_y, dtype=np.float32)
+            for r in range(rows):
+                for c in range(nx):
+                    acc[:] = 0.0
+                    for a in range(4):
+                        wa = wz[r, c, a]
+                        if wa == 0.0:
+                            continue
+                        za = zi[r, c, a]
+                        for b in range(4):
+                            w = wa * wx[r, c, b]
+                            if w == 0.0:
+                                continue
+                            xb = xi[r, c, b]
+                            for j in range(n_y):
+                                acc[j] += w * coef_zxy[za, xb, y0 + j]
+                    for j in range(n_y):
+                        out[j, r, c] = acc[j]
+
+        _ROTATE_KERNEL = kernel
+    return _ROTATE_KERNEL
+
+
+def _rotate_rows(coefficients_zxy: np.ndarray, y_start: int, taps: tuple[np.ndarray, ...],
+                 out: np.ndarray) -> None:
+    """``out[j]`` (rows, nx) = the coefficients' (z, x) plane at y = ``y_start + j``
+    interpolated at the rotated grid's points (``taps`` from :func:`_rotation_taps`), for every
+    j of ``out`` (n_y, rows, nx) float32; ``coefficients_zxy`` is (z, x, y), y contiguous, so
+    the 16 taps of a point are read for all rows at once. Releases the GIL."""
+    _rotate_kernel()(coefficients_zxy, y_start, *taps, out)
+
+
 def _project_slices(coefficients: np.ndarray, geometry: _TiltGeometry, nx: int,
                     params: TiltSeriesParams, voxel_nm: float, ice_paths: np.ndarray,
                     rng_seed: np.random.SeedSequence, threads: int,
                     cancel: CancelToken | None) -> np.ndarray:
     """Projected potential (V·nm) of every slice, protein + ice + sample noise:
-    float32 (n_slices, ny, nx)."""
-    from scipy import ndimage
-
-    ny = coefficients.shape[1]
+    float32 (n_slices, ny, nx). ``coefficients`` are (z, x, y) (see :func:`_rotate_rows`)."""
+    nzc, nxc, ny = coefficients.shape
     d = geometry.slice_vox
     b0, b1 = geometry.box_start, geometry.box_stop
     out = np.empty((geometry.n_slices, ny, nx), dtype=np.float32)
@@ -320,17 +393,15 @@ def _project_slices(coefficients: np.ndarray, geometry: _TiltGeometry, nx: int,
     ice_v = params.ice_potential_v
     chunks = [range(start, min(start + 16, ny)) for start in range(0, ny, 16)]
     seeds = rng_seed.spawn(len(chunks))
+    taps = _rotation_taps(geometry, box_rows, nx, nzc, nxc)
 
     def work(index: int) -> None:
         if cancel is not None and cancel.cancelled:
             return
         rng = np.random.default_rng(seeds[index])
-        plane = np.empty((box_rows, nx), dtype=np.float32)
-        for y in chunks[index]:
-            ndimage.affine_transform(coefficients[:, y, :], geometry.matrix,
-                                     offset=geometry.offset, output_shape=(box_rows, nx),
-                                     output=plane, order=3, mode="constant", cval=0.0,
-                                     prefilter=False)
+        planes = np.empty((len(chunks[index]), box_rows, nx), dtype=np.float32)
+        _rotate_rows(coefficients, chunks[index].start, taps, planes)
+        for y, plane in zip(chunks[index], planes):
             protein = plane.reshape(b1 - b0, d, nx)
             fraction = np.minimum(np.clip(protein, 0.0, None) / params.protein_potential_v, 1.0)
             ice_voxels = ice_paths.copy()
@@ -489,6 +560,8 @@ def simulate_tilt_series(
         from .tiltseries_torch import TorchTiltWorker, torch_device
 
         torch_worker = TorchTiltWorker(coefficients, torch_device(device), params.seed)
+    else:  # the numpy backend reads (z, x, y): see _rotate_rows
+        coefficients = np.ascontiguousarray(coefficients.transpose(0, 2, 1))
     root = np.random.SeedSequence(params.seed)
     sample_seeds = root.spawn(len(params.tilt_angles_deg))
     detector_rng = np.random.default_rng(root.spawn(1)[0])
