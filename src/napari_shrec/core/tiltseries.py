@@ -394,6 +394,7 @@ def _project_slices(coefficients: np.ndarray, geometry: _TiltGeometry, nx: int,
     chunks = [range(start, min(start + 16, ny)) for start in range(0, ny, 16)]
     seeds = rng_seed.spawn(len(chunks))
     taps = _rotation_taps(geometry, box_rows, nx, nzc, nxc)
+    _rotate_kernel()  # made here, once, not by several pool threads at the same time
 
     def work(index: int) -> None:
         if cancel is not None and cancel.cancelled:
