@@ -207,11 +207,11 @@ def local_cluster(n_workers: int, threads_per_task: int,
                   start_method: Literal["spawn", "fork"] = "spawn") -> Any:
     """A LocalCluster of ``n_workers`` processes with one task thread each, whose BLAS/OpenMP/
     numba pools are limited to ``threads_per_task`` threads, started by ``start_method``
-    (:class:`BatchParams`; "fork" falls back to "spawn" when :func:`fork_hazard` says so, and
-    the cluster's ``start_method`` attribute tells which one ran). Each task sets its own
-    thread limits too
-    (:func:`~napari_shrec.batch.tasks.limit_threads`), so forked workers, whose libraries
-    were loaded before the limits reached their environment, keep them as well.
+    (:class:`BatchParams`; "fork" falls back to "spawn" when :func:`fork_hazard` says so: the
+    cluster's ``start_method`` attribute tells which one ran, ``fork_refused`` why not fork).
+    Each task sets its own thread limits too (:func:`~napari_shrec.batch.tasks.limit_threads`),
+    so forked workers, whose libraries were loaded before the limits reached their environment,
+    keep them as well.
 
     The workers keep glibc's default memory trimming: distributed starts its workers with
     ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes glibc's mmap threshold, so that every large
@@ -225,12 +225,13 @@ def local_cluster(n_workers: int, threads_per_task: int,
     env = {name: limit for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                     "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
     trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
-    method, _ = worker_start_method(start_method)
+    method, refused = worker_start_method(start_method)
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": trim,
                           "distributed.worker.multiprocessing-method": method}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", env=env)
     cluster.start_method = method
+    cluster.fork_refused = refused
     return cluster
 
 
@@ -256,6 +257,8 @@ def _client(params: BatchParams, client: Any) -> Iterator[tuple[Any, str, int]]:
     with local_cluster(params.n_workers, threads, params.start_method) as cluster, \
             Client(cluster) as local:
         started = {"fork": "forked", "spawn": "spawned"}[cluster.start_method]
+        if cluster.fork_refused:
+            started += f", not forked: {cluster.fork_refused}"
         yield local, f"LocalCluster, {params.n_workers} workers ({started})", threads
 
 

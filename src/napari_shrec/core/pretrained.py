@@ -119,8 +119,7 @@ def detect_with_model(
                     voxel_size_nm=float(voxel_size_nm), slab_z=slab_z,
                     rescorer=model.rescorer if rescore else None,
                     feature_radii_vox=feature_radii_vox, image_radii_vox=image_radii_vox,
-                    progress=progress,
-                    cancel=cancel)
+                    progress=progress, cancel=cancel)
     result.particles.metadata.update(
         model=str(model.path) if model.path else None,
         model_created=model.provenance.get("created"),
