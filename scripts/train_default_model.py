@@ -26,8 +26,9 @@ Stages (``--stage``, default ``all``):
   (:func:`~napari_shrec.core.detect.tune_class_thresholds`); fit the candidate rescorer on the
   same candidates (:func:`~napari_shrec.core.rescore.tune_rescorer`, ``--rescorer-c``; with
   the tomogram's density features unless ``--no-image-features``) and tune the thresholds of
-  its scores. With ``--tune-snr S`` the validation model re-noised at S is used too
-  (thresholds: the mean over the volumes; the rescorer: fitted on all candidates).
+  its scores. With ``--tune-snr S`` the validation model re-noised at S is used too, and with
+  ``--tune-extra DATASET`` further simulated tomograms (thresholds: the mean over the volumes;
+  the rescorer: fitted on all candidates).
 - ``export``: the best checkpoint without optimiser state, float16 weights, with the patch size,
   the rescorer and the tuned detection parameters (with and without the rescorer), to
   ``--ship`` (default the package's model).
@@ -188,7 +189,7 @@ def stage_tune(args, roles, work: Path) -> None:
     params = model.detect_params(min_score=args.tune_min_score, class_thresholds=None,
                                  test_time_flips=args.test_time_flips)
     folders = [roles["validation"][0]] + [renoised(roles["validation"], args.set, snr)[0]
-                                          for snr in args.tune_snr]
+                                          for snr in args.tune_snr] + list(args.tune_extra)
     image_radii = () if args.no_image_features else DEFAULT_IMAGE_RADII_VOX
     volumes, per_volume, elapsed = [], [], 0.0
     for folder in folders:
@@ -309,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-snr", type=float, action="append", default=[],
                         help="also tune thresholds and fit the rescorer on the validation model "
                         "re-noised at this SNR (repeatable)")
+    parser.add_argument("--tune-extra", type=Path, action="append", default=[],
+                        metavar="DATASET",
+                        help="also tune thresholds and fit the rescorer on this simulated "
+                        "dataset folder, e.g. one more tomogram from make_training_set.py with "
+                        "a seed of its own (repeatable)")
     parser.add_argument("--rescorer-c", type=float, default=0.1,
                         help="inverse L2 strength of the candidate rescorer's logistic "
                         "regression")

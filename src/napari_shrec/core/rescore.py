@@ -20,8 +20,9 @@ particle at all.
 
 With the shipped network, fitted on the validation tomogram and applied to the test tomogram,
 the map features raised localization F1 from 0.947 to 0.964 and mean class F1 from 0.729 to
-0.743 (fitted the other way round the gain was similar), and the image features the class F1
-to 0.750 (on a second test tomogram, 0.743 to 0.744; ``docs/results.md``).
+0.743 (fitted the other way round the gain was similar); the image features and a second
+validation tomogram raised the class F1 to 0.757 (on a second test tomogram from 0.743 to
+0.749; ``docs/results.md``).
 
 Map features are computed from the probability maps at the candidate's map voxel (maps at the
 model's output stride; radii are given in tomogram voxels and divided by the stride); image
