@@ -215,15 +215,6 @@ class CandidateRescorer:
         """Whether it needs the tomogram (image features), not only the maps."""
         return bool(self.image_radii_vox)
 
-    def features(self, maps: np.ndarray, coords_zyx: NDArray[Any], stride: int = 1
-                 ) -> NDArray[np.float32]:
-        """The map features: :func:`neighbourhood_features` of positions in map voxels of maps
-        at ``stride``."""
-        if maps.shape[0] != len(self.class_names) + 1:
-            raise ValueError(f"rescorer: maps have {maps.shape[0]} channels, the rescorer "
-                             f"{len(self.class_names) + 1} (background + {self.class_names})")
-        return neighbourhood_features(maps, coords_zyx, [r / stride for r in self.radii_vox])
-
     def probabilities(self, features: NDArray[Any]) -> NDArray[np.float64]:
         """(n, 1 + K) probabilities: column 0 background, column k class k."""
         x = np.asarray(features, dtype=np.float64)

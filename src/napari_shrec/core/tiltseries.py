@@ -304,6 +304,15 @@ def _ice_path_lengths(geometry: _TiltGeometry, xr: np.ndarray, ice_thickness_vox
     return np.clip(stop - start, 0.0, None).astype(np.float32)
 
 
+def bspline_weights(t: Any) -> list[Any]:
+    """Cubic B-spline weights of the taps at floor − 1 … floor + 2 for fractional part ``t``
+    (numpy arrays or torch tensors)."""
+    t2 = t * t
+    t3 = t2 * t
+    return [(1 - t) ** 3 / 6, (3 * t3 - 6 * t2 + 4) / 6, (-3 * t3 + 3 * t2 + 3 * t + 1) / 6,
+            t3 / 6]
+
+
 def _rotation_taps(geometry: _TiltGeometry, rows: int, nx: int, nzc: int, nxc: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The cubic B-spline taps of the rotated grid's (rows, nx) points in a (nzc, nxc) plane of
@@ -320,11 +329,7 @@ def _rotation_taps(geometry: _TiltGeometry, rows: int, nx: int, nzc: int, nxc: i
     out = []
     for coord, size, mask in ((z_in, nzc, inside), (x_in, nxc, None)):
         base = np.floor(coord)
-        t = coord - base
-        t2 = t * t
-        t3 = t2 * t
-        weights = np.stack([(1 - t) ** 3 / 6, (3 * t3 - 6 * t2 + 4) / 6,
-                            (-3 * t3 + 3 * t2 + 3 * t + 1) / 6, t3 / 6], axis=-1)
+        weights = np.stack(bspline_weights(coord - base), axis=-1)
         taps = base.astype(np.int64)[..., None] + np.arange(-1, 3)
         weights *= (taps >= 0) & (taps < size)
         if mask is not None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .tiltseries import bspline_weights
+
 __all__ = ["torch_device", "TorchTiltWorker"]
 
 
@@ -26,14 +28,6 @@ def torch_device(name: str) -> Any:
             raise RuntimeError("device='cuda' asked for, but torch sees no CUDA GPU")
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def _bspline_weights(t: Any) -> list[Any]:
-    """Cubic B-spline weights of the taps at floor − 1 … floor + 2 for fractional part t."""
-    t2 = t * t
-    t3 = t2 * t
-    return [(1 - t) ** 3 / 6, (3 * t3 - 6 * t2 + 4) / 6, (-3 * t3 + 3 * t2 + 3 * t + 1) / 6,
-            t3 / 6]
 
 
 class TorchTiltWorker:
@@ -71,8 +65,8 @@ class TorchTiltWorker:
                   & (x_in <= nxc - 0.5)).to(torch.float32)
         z0 = torch.floor(z_in)
         x0 = torch.floor(x_in)
-        wz = _bspline_weights((z_in - z0).to(torch.float32))
-        wx = _bspline_weights((x_in - x0).to(torch.float32))
+        wz = bspline_weights((z_in - z0).to(torch.float32))
+        wx = bspline_weights((x_in - x0).to(torch.float32))
         z0 = z0.to(torch.int64)
         x0 = x0.to(torch.int64)
         out = torch.zeros((coeff.shape[0], rows, nx), dtype=torch.float32, device=self.device)
